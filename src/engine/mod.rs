@@ -12,3 +12,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use storage::{FsStorage, Storage, WritableFile};
 pub use types::{Entry, Kind, SeqNo};
+
+mod api_draft;
+pub use api_draft::*;
