@@ -179,4 +179,3 @@ pub fn write_atomic(storage: &dyn Storage, path: &Path, data: &[u8]) -> io::Resu
     storage.rename(&tmp, path)?;
     storage.sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
-
