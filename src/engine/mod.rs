@@ -1,17 +1,157 @@
-//! The blackboard LSM engine.
+//! The blackboard LSM engine, usable as a library without the server.
+//!
+//! Write path: [`Engine::write`] queues a group of operations for the ingest agent, which
+//! evaluates them over a [`View`], logs the group as one WAL record, applies it to the memtable
+//! and publishes its last seqno. Read path: [`Engine::get`] takes the visible seqno, then the
+//! current Version, and looks in memtable → immutables → L0 → L1.. without holding a lock.
 
+pub mod agents;
+pub mod blackboard;
 pub mod clock;
 pub mod error;
 pub mod fault;
+pub mod iter;
+pub mod manifest;
+pub mod memtable;
 pub mod sstable;
 pub mod storage;
 pub mod types;
+pub mod version;
 pub mod wal;
 
+mod db;
+
+use bytes::Bytes;
+
+pub use agents::ingest::View;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use db::Engine;
 pub use error::{Error, Result};
 pub use storage::{FsStorage, Storage, WritableFile};
 pub use types::{Entry, Kind, SeqNo};
 
-mod api_draft;
-pub use api_draft::*;
+/// One operation of a write group, evaluated by the ingest agent over a [`View`].
+pub type Op<T> = Box<dyn FnOnce(&mut View<'_>) -> T + Send>;
+
+/// When the WAL is synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fdatasync before any acknowledgement.
+    Always,
+    /// a timer syncs once a second.
+    Everysec,
+    /// never synced by the engine (survives a process crash, not a power cut).
+    Never,
+}
+
+/// Engine tuning. Every field has a safe default.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub memtable_bytes: usize,
+    pub max_immutables: usize,
+    pub fsync: FsyncPolicy,
+    pub block_size: usize,
+    pub bloom_bits_per_key: u32,
+    pub l0_compaction_trigger: usize,
+    pub l0_stop_trigger: usize,
+    pub table_target_bytes: u64,
+    /// Upper bound of one group commit (bytes of queued operations drained at once).
+    pub max_group_bytes: usize,
+    /// Backpressure: bytes of operations queued for the ingest agent before writers wait.
+    pub write_queue_bytes: usize,
+    pub block_cache_bytes: usize,
+}
+
+/// A live value as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub data: Bytes,
+    /// Absolute expiry, unix ms.
+    pub expire_at: Option<u64>,
+    /// Seqno of this version.
+    pub seqno: SeqNo,
+    pub type_tag: u8,
+}
+
+/// A snapshot of the engine's counters.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub visible_seqno: SeqNo,
+    pub memtable_bytes: u64,
+    pub immutables: usize,
+    /// Per level: (files, bytes).
+    pub levels: Vec<(usize, u64)>,
+    pub user_bytes: u64,
+    pub wal_bytes: u64,
+    pub table_bytes_written: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    pub stalls: u64,
+    pub stall_ms_total: u64,
+    pub stall_ms_max: u64,
+    pub poisoned: Option<String>,
+    pub agents: Vec<AgentStats>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentStats {
+    pub name: String,
+    /// idle / working / stalled / poisoned
+    pub state: String,
+    pub policy: String,
+    pub tasks: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub busy_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            memtable_bytes: 64 << 20,
+            max_immutables: 2,
+            fsync: FsyncPolicy::Always,
+            block_size: 4096,
+            bloom_bits_per_key: 10,
+            l0_compaction_trigger: 4,
+            l0_stop_trigger: 20,
+            table_target_bytes: 64 << 20,
+            max_group_bytes: 4 << 20,
+            write_queue_bytes: 64 << 20,
+            block_cache_bytes: 64 << 20,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, why: &str| Err(Error::Config(format!("field '{f}': {why}")));
+        if self.memtable_bytes < 1024 {
+            return bad("memtable_bytes", "must be at least 1024");
+        }
+        if self.max_immutables == 0 {
+            return bad("max_immutables", "must be at least 1");
+        }
+        if !(256..=1 << 20).contains(&self.block_size) {
+            return bad("block_size", "must be between 256 and 1048576");
+        }
+        if self.bloom_bits_per_key > 64 {
+            return bad("bloom_bits_per_key", "must be at most 64");
+        }
+        if self.l0_compaction_trigger < 2 {
+            return bad("l0_compaction_trigger", "must be at least 2");
+        }
+        if self.l0_stop_trigger <= self.l0_compaction_trigger {
+            return bad("l0_stop_trigger", "must be above l0_compaction_trigger");
+        }
+        if self.table_target_bytes < 1024 {
+            return bad("table_target_bytes", "must be at least 1024");
+        }
+        if self.max_group_bytes == 0 || self.write_queue_bytes == 0 {
+            return bad("write_queue_bytes", "must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,21 @@
-//! SSTables.
+//! SSTables: immutable sorted files of entries (key ascending, seqno descending).
+//!
+//! - `format.rs`: varints, block handles, footer, properties and index encodings,
+//! - `block.rs`: data blocks (prefix-compressed keys, restart points),
+//! - `bloom.rs`: the per-table bloom filter over user keys,
+//! - `writer.rs`: [`TableWriter`], `reader.rs`: [`Table`] and [`TableIter`].
+//!
+//! The byte layout is written down in `docs/FORMAT.md`.
+
+mod block;
+mod bloom;
+mod format;
+mod reader;
+mod writer;
+
+pub use format::TableProps;
+pub use reader::{Table, TableIter, TableStats};
+pub use writer::{TableOptions, TableWriter};
+
+#[cfg(test)]
+mod tests;

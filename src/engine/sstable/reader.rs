@@ -1,0 +1,346 @@
+//! Reads a table through a memory map. Opening verifies everything except the data blocks;
+//! each data block's checksum is verified when the block is read.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::block::{Block, BlockIter};
+use super::bloom;
+use super::format::{
+    cmp_internal, decode_index, BlockHandle, Decoder, Footer, IndexEntry, TableProps, CRC_LEN,
+    FOOTER_LEN,
+};
+use crate::engine::error::{Error, Result};
+use crate::engine::storage::Storage;
+use crate::engine::types::Entry;
+
+/// Lets the whole mapped file be a `Bytes`, so blocks are cheap zero-copy slices of it.
+struct MapOwner(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Read counters of one table (relaxed; for stats only).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableStats {
+    /// Data blocks read and checksummed (by get and iter).
+    pub blocks_read: u64,
+    /// Bloom filter lookups (get and may_contain).
+    pub bloom_checks: u64,
+    /// Lookups the filter answered "absent" without reading a block.
+    pub bloom_negatives: u64,
+}
+
+/// An open, immutable table. Shared as `Arc<Table>`.
+pub struct Table {
+    id: u64,
+    path: PathBuf,
+    data: Bytes,
+    props: TableProps,
+    index: Vec<IndexEntry>,
+    filter: Bytes,
+    blocks_read: AtomicU64,
+    bloom_checks: AtomicU64,
+    bloom_negatives: AtomicU64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("props", &self.props)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies the block at `h` against its crc and returns its payload.
+fn read_block(data: &Bytes, path: &Path, h: BlockHandle, what: &str) -> Result<Bytes> {
+    let bad = |reason: &str| Error::corruption(path, h.offset, format!("{what}: {reason}"));
+    let end = h
+        .end()
+        .filter(|&e| e <= data.len() as u64)
+        .ok_or_else(|| bad("block runs past the end of the file"))?;
+    // Both fit in usize: they are at most data.len().
+    let (start, crc_at) = (h.offset as usize, (end as usize) - CRC_LEN);
+    let payload = &data[start..crc_at];
+    let stored = Decoder::at(data, crc_at)
+        .u32()
+        .map_err(|b| b.at_file(path, 0, what))?;
+    if crc32fast::hash(payload) != stored {
+        return Err(Error::corruption(
+            path,
+            crc_at as u64,
+            format!("{what}: checksum mismatch"),
+        ));
+    }
+    Ok(data.slice(start..crc_at))
+}
+
+impl Table {
+    pub fn open(storage: &dyn Storage, path: &Path, id: u64) -> Result<Table> {
+        let map = storage
+            .map(path)
+            .map_err(|e| Error::io(format!("map table {}", path.display()), e))?;
+        let data = Bytes::from_owner(MapOwner(map));
+        let len = data.len();
+        let Some(footer_at) = len.checked_sub(FOOTER_LEN) else {
+            return Err(Error::corruption(
+                path,
+                0,
+                "file shorter than a table footer",
+            ));
+        };
+        let footer = Footer::decode(&data[footer_at..])
+            .map_err(|b| b.at_file(path, footer_at as u64, "footer"))?;
+
+        // Layout: data blocks, filter, index, properties, footer, each directly after the last.
+        let meta_at = footer.filter.offset;
+        let mut expect = meta_at;
+        for (h, what) in [
+            (footer.filter, "filter"),
+            (footer.index, "index"),
+            (footer.props, "properties"),
+        ] {
+            if h.offset != expect {
+                return Err(Error::corruption(
+                    path,
+                    footer_at as u64,
+                    format!("footer: {what} block misplaced"),
+                ));
+            }
+            expect = h.end().filter(|&e| e <= footer_at as u64).ok_or_else(|| {
+                Error::corruption(
+                    path,
+                    footer_at as u64,
+                    format!("footer: {what} block out of range"),
+                )
+            })?;
+        }
+        if expect != footer_at as u64 {
+            return Err(Error::corruption(
+                path,
+                footer_at as u64,
+                "footer: gap before the footer",
+            ));
+        }
+
+        let raw = read_block(&data, path, footer.props, "properties")?;
+        let props = TableProps::decode(&raw)
+            .map_err(|b| b.at_file(path, footer.props.offset, "properties"))?;
+        if props.file_size != len as u64 {
+            return Err(Error::corruption(
+                path,
+                footer.props.offset,
+                format!(
+                    "properties: file size {} but the file has {len} bytes",
+                    props.file_size
+                ),
+            ));
+        }
+
+        let raw = read_block(&data, path, footer.index, "index")?;
+        let index = decode_index(&raw, meta_at)
+            .map_err(|b| b.at_file(path, footer.index.offset, "index"))?;
+        let consistent = match index.last() {
+            None => props.entries == 0,
+            Some(last) => props.entries > 0 && last.last_key == props.largest_key,
+        };
+        if !consistent {
+            return Err(Error::corruption(
+                path,
+                footer.index.offset,
+                "index does not match the properties",
+            ));
+        }
+
+        let filter = read_block(&data, path, footer.filter, "filter")?;
+        bloom::validate(&filter)
+            .map_err(|r| Error::corruption(path, footer.filter.offset, format!("filter: {r}")))?;
+
+        Ok(Table {
+            id,
+            path: path.to_path_buf(),
+            data,
+            props,
+            index,
+            filter,
+            blocks_read: AtomicU64::new(0),
+            bloom_checks: AtomicU64::new(0),
+            bloom_negatives: AtomicU64::new(0),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn props(&self) -> &TableProps {
+        &self.props
+    }
+
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            blocks_read: self.blocks_read.load(Relaxed),
+            bloom_checks: self.bloom_checks.load(Relaxed),
+            bloom_negatives: self.bloom_negatives.load(Relaxed),
+        }
+    }
+
+    /// Number of data blocks (block numbers for [`Self::read_data_block`] are `0..n`).
+    pub fn data_blocks(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Reads and verifies data block `i`. The one place data blocks come from: a block cache
+    /// keyed by (table id, block number) would wrap this.
+    fn read_data_block(&self, i: usize) -> Result<BlockIter> {
+        let Some(ie) = self.index.get(i) else {
+            return Err(Error::corruption(
+                &self.path,
+                0,
+                "data block number out of range",
+            ));
+        };
+        self.blocks_read.fetch_add(1, Relaxed);
+        let raw = read_block(&self.data, &self.path, ie.handle, "data block")?;
+        let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
+        Ok(block.iter())
+    }
+
+    fn block_error(&self, i: usize, bad: super::format::Bad) -> Error {
+        let base = self.index.get(i).map_or(0, |ie| ie.handle.offset);
+        bad.at_file(&self.path, base, "data block")
+    }
+
+    pub fn may_contain(&self, key: &[u8]) -> bool {
+        self.bloom_checks.fetch_add(1, Relaxed);
+        let yes = bloom::may_contain(&self.filter, key);
+        if !yes {
+            self.bloom_negatives.fetch_add(1, Relaxed);
+        }
+        yes
+    }
+
+    /// The newest version of `key` with seqno <= `snapshot`, tombstones included.
+    pub fn get(&self, key: &[u8], snapshot: u64) -> Result<Option<Entry>> {
+        if !self.may_contain(key) {
+            return Ok(None);
+        }
+        // Blocks are indexed by their last entry, so the first block whose last entry is at or
+        // after (key, snapshot) holds the answer if any block does, even when the versions of
+        // `key` span several blocks.
+        let i = self.index.partition_point(|ie| {
+            cmp_internal(&ie.last_key, ie.last_seqno, key, snapshot) == Ordering::Less
+        });
+        if i == self.index.len() {
+            return Ok(None);
+        }
+        let mut it = self.read_data_block(i)?;
+        it.seek(key, snapshot).map_err(|b| self.block_error(i, b))?;
+        match it.next_entry().map_err(|b| self.block_error(i, b))? {
+            Some(e) if e.key == key && e.seqno <= snapshot => Ok(Some(e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// All entries in table order from the first whose key is >= `start`
+    /// (`Excluded(k)` skips every version of `k`).
+    pub fn iter(self: &Arc<Self>, start: Bound<&[u8]>) -> TableIter {
+        let (seek, skip) = match start {
+            Bound::Unbounded => (None, None),
+            Bound::Included(k) => (Some(k.to_vec()), None),
+            Bound::Excluded(k) => (Some(k.to_vec()), Some(k.to_vec())),
+        };
+        let next_block = seek.as_deref().map_or(0, |k| {
+            self.index.partition_point(|ie| ie.last_key.as_ref() < k)
+        });
+        TableIter {
+            table: Arc::clone(self),
+            next_block,
+            block: None,
+            cur_block: 0,
+            seek,
+            skip,
+            done: false,
+        }
+    }
+}
+
+/// Iterator over a table's entries; owns its table. Yields `None` after an error.
+pub struct TableIter {
+    table: Arc<Table>,
+    next_block: usize,
+    block: Option<BlockIter>,
+    cur_block: usize,
+    /// Applied to the first block loaded (lazily, so its errors surface through `next`).
+    seek: Option<Vec<u8>>,
+    /// Versions of this key are dropped (`Bound::Excluded`).
+    skip: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl TableIter {
+    fn advance(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some(it) = self.block.as_mut() {
+                let next = it
+                    .next_entry()
+                    .map_err(|b| self.table.block_error(self.cur_block, b))?;
+                match next {
+                    Some(e) if self.skip.as_deref() == Some(e.key.as_ref()) => continue,
+                    Some(e) => {
+                        self.skip = None;
+                        return Ok(Some(e));
+                    }
+                    None => self.block = None,
+                }
+            }
+            if self.next_block >= self.table.index.len() {
+                return Ok(None);
+            }
+            let i = self.next_block;
+            let mut it = self.table.read_data_block(i)?;
+            if let Some(k) = self.seek.take() {
+                it.seek(&k, u64::MAX)
+                    .map_err(|b| self.table.block_error(i, b))?;
+            }
+            self.block = Some(it);
+            self.cur_block = i;
+            self.next_block += 1;
+        }
+    }
+}
+
+impl Iterator for TableIter {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
