@@ -119,12 +119,13 @@ impl Conn {
                 .stats
                 .net_input_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
-            let (max_out, max_bulk, max_mb) = {
+            let (max_out, max_bulk, max_mb, max_query) = {
                 let c = self.shared.cfg.read();
                 (
                     c.client_output_buffer_bytes as usize,
                     c.max_bulk_bytes,
                     c.max_multibulk_len,
+                    c.query_buffer_bytes as usize,
                 )
             };
             loop {
@@ -151,7 +152,14 @@ impl Conn {
                             break;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if inbuf.len() > max_query {
+                            // Redis' client-query-buffer-limit: drop the client silently.
+                            debug!(client = self.id, "query buffer limit reached, closing");
+                            return Ok(());
+                        }
+                        break;
+                    }
                     Err(pe) => {
                         self.flush_writes().await;
                         self.slots.push(Slot::Ready(Reply::err(pe.reply_text())));
