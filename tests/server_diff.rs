@@ -409,3 +409,83 @@ fn replies_match_redis() {
         failures.join("\n")
     );
 }
+
+/// Raw byte streams: (input, replies expected, connection closed afterwards).
+const RAW_CASES: &[(&[u8], usize, bool)] = &[
+    (b"PING\r\n", 1, false),
+    (b"\r\n\r\nPING\r\n\n", 1, false),
+    (b"SET k \"a b\"\r\nGET k\r\n", 2, false),
+    (b"ECHO 'it\\'s'\r\nECHO \"\\x41\\n\\t\"\r\n", 2, false),
+    (b"ECHO   spaced    out  \r\n", 1, false),
+    (b"GET \"abc\r\n", 1, true),
+    (b"ECHO \"a\"b\r\n", 1, true),
+    (b"*1\r\n+PING\r\n", 1, true),
+    (b"*x\r\n", 1, true),
+    (b"*1\r\n$x\r\n", 1, true),
+    (b"*1\r\n$-1\r\n", 1, true),
+    (b"*0\r\nPING\r\n", 1, false),
+    (b"*-1\r\nPING\r\n", 1, false),
+    (b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPIN", 1, false),
+    (b"*2\r\n$4\r\nECHO\r\n$3\r\na\r\n\r\n", 1, false),
+    (
+        b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nQUIT\r\n",
+        3,
+        true,
+    ),
+];
+
+fn read_until(raw: &mut Raw, n: usize, expect_close: bool) -> (Vec<u8>, bool) {
+    raw.0
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if server_support::count_replies(&got) >= n && !expect_close {
+            return (got, false);
+        }
+        match std::io::Read::read(&mut raw.0, &mut buf) {
+            Ok(0) => return (got, true),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+#[test]
+fn protocol_bytes_match_redis() {
+    let Some(redis) = start_redis() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("redis-server is required in CI");
+        }
+        eprintln!("skipping server_diff: redis-server not found");
+        return;
+    };
+    let ours = Server::start();
+    let mut failures = Vec::new();
+    for (input, n, close) in RAW_CASES {
+        let mut r = Raw(TcpStream::connect(("127.0.0.1", redis.1)).expect("redis"));
+        let mut o = ours.raw_authed();
+        r.send(input);
+        o.send(input);
+        let a = read_until(&mut r, *n, *close);
+        let b = read_until(&mut o, *n, *close);
+        if a != b {
+            failures.push(format!(
+                "input {:?}\n  redis:   {:?} closed={}\n  sndv-kv: {:?} closed={}",
+                String::from_utf8_lossy(input),
+                String::from_utf8_lossy(&a.0),
+                a.1,
+                String::from_utf8_lossy(&b.0),
+                b.1
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
