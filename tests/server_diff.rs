@@ -345,6 +345,12 @@ const CASES: &[&[&str]] = &[
         "MULTI",
         "DISCARD",
         "EXEC",
+        "MULTI",
+        "HELLO 4",
+        "CLIENT SETNAME x",
+        "SET k v",
+        "EXEC",
+        "CLIENT GETNAME",
     ],
     // RESP3
     &[

@@ -588,7 +588,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(
         "auth",
         -2,
-        NOAUTH | LOADING | FAST | NOQUEUE,
+        NOAUTH | LOADING | FAST,
         (0, 0, 0),
         "connection",
         "Authenticate to the server",
@@ -597,7 +597,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!(
         "hello",
         -1,
-        NOAUTH | LOADING | FAST | NOQUEUE,
+        NOAUTH | LOADING | FAST,
         (0, 0, 0),
         "connection",
         "Handshake with Redis",

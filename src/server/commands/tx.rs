@@ -199,3 +199,95 @@ pub async fn exec(c: &mut Conn) -> Reply {
     c.info.lock().db = db;
     Reply::Array(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::mem::MemStore;
+    use super::super::{lookup, DataCtx, Handler, Job};
+    use super::*;
+
+    fn item(line: &str) -> Item {
+        let argv: Vec<Bytes> = line
+            .split(' ')
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
+        let Some(spec) = lookup(&argv[0]) else {
+            panic!("unknown {line}");
+        };
+        let Handler::Data(f) = spec.handler else {
+            panic!("not data {line}");
+        };
+        let ctx = DataCtx {
+            db: 0,
+            max_bulk: 1 << 29,
+        };
+        match f(&ctx, &argv) {
+            Job::Reply(r) => Item::Ready(r),
+            Job::Read(f) => Item::Read(f),
+            Job::Write(f) => Item::Write(f),
+        }
+    }
+
+    fn watch(st: &mut MemStore, key: &[u8]) -> Watched {
+        let k = Bytes::copy_from_slice(&[&[0u8][..], key].concat());
+        Watched {
+            version: st.key_version(&k).unwrap(),
+            live: st.get(&k).unwrap().is_some(),
+            key: k,
+        }
+    }
+
+    #[test]
+    fn exec_runs_in_order_and_errors_do_not_undo() {
+        let mut st = MemStore::default();
+        let r = run_items(
+            &mut st,
+            &[],
+            vec![
+                item("set t text"),
+                item("incr t"),
+                item("set a 1"),
+                item("get a"),
+            ],
+        );
+        assert_eq!(
+            r,
+            Reply::Array(vec![
+                Reply::ok(),
+                Reply::err("ERR value is not an integer or out of range"),
+                Reply::ok(),
+                Reply::bulk_str("1"),
+            ])
+        );
+    }
+
+    #[test]
+    fn watch_detects_write_and_expiry() {
+        let mut st = MemStore {
+            now: 1000,
+            ..Default::default()
+        };
+        run_items(&mut st, &[], vec![item("set k v"), item("set e v px 10")]);
+        let wk = watch(&mut st, b"k");
+        let we = watch(&mut st, b"e");
+        let wm = watch(&mut st, b"missing");
+        // Untouched: commits.
+        let r = run_items(&mut st, &[wk.clone(), wm.clone()], vec![item("get k")]);
+        assert_eq!(r, Reply::Array(vec![Reply::bulk_str("v")]));
+        // Same value written again: aborts.
+        run_items(&mut st, &[], vec![item("set k v")]);
+        assert_eq!(
+            run_items(&mut st, &[wk], vec![item("get k")]),
+            Reply::NilArray
+        );
+        // Live at WATCH, expired now: aborts.
+        st.now += 20;
+        assert_eq!(
+            run_items(&mut st, &[we], vec![item("get k")]),
+            Reply::NilArray
+        );
+        // A missing key that got created: aborts.
+        run_items(&mut st, &[], vec![item("set missing 1")]);
+        assert_eq!(run_items(&mut st, &[wm], vec![]), Reply::NilArray);
+    }
+}
