@@ -138,3 +138,24 @@ fn maxclients_and_output_limit() {
     assert!(a.closed());
     assert_eq!(b.roundtrip("PING\r\n"), b"+PONG\r\n");
 }
+
+#[test]
+fn second_process_on_same_dir_fails_cleanly() {
+    let s = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_sndv-kv"))
+        .arg("--dir")
+        .arg(&s.dir)
+        .arg("--port")
+        .arg(free_port().to_string())
+        .arg("--token")
+        .arg("x")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked"), "{err}");
+    // The first server is unaffected.
+    let mut c = s.raw_authed();
+    assert_eq!(c.roundtrip("PING\r\n"), b"+PONG\r\n");
+}

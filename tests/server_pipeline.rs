@@ -42,3 +42,37 @@ async fn pipeline_of_1000() {
         .expect("get");
     assert_eq!(n, 250);
 }
+
+fn write_groups(raw: &mut server_support::Raw) -> u64 {
+    let info = raw.roundtrip("INFO stats\r\n");
+    let text = String::from_utf8_lossy(&info);
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_groups:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("write_groups in INFO stats")
+}
+
+#[test]
+fn consecutive_writes_share_a_group() {
+    let s = Server::start();
+    let mut raw = s.raw_authed();
+    let before = write_groups(&mut raw);
+    let mut batch = Vec::new();
+    for i in 0..1000 {
+        batch.extend_from_slice(&server_support::resp(&[
+            b"INCR",
+            format!("c{}", i % 10).as_bytes(),
+        ]));
+    }
+    raw.send(&batch);
+    let replies = raw.read_replies(1000);
+    assert_eq!(server_support::count_replies(&replies), 1000);
+    let after = write_groups(&mut raw);
+    // One group per read of the socket, not one per command.
+    assert!(
+        after - before < 200,
+        "{} groups for 1000 writes",
+        after - before
+    );
+    assert_eq!(raw.roundtrip("GET c3\r\n"), b"$3\r\n100\r\n");
+}
