@@ -337,8 +337,16 @@ pub fn decrby(ctx: &DataCtx, a: &[Bytes]) -> Job {
     }
 }
 
-/// Formats an INCRBYFLOAT result: plain decimal, no exponent, shortest exact form.
+/// Formats an INCRBYFLOAT result: plain decimal, no exponent. Redis computes in `long double`
+/// and prints 17 decimals with trailing zeros removed, which hides the binary noise of sums
+/// like 0.1 + 0.2; in `f64` we get the same effect by preferring the 15-significant-digit form
+/// when it is within a few ulps of the exact result.
 pub fn format_float(v: f64) -> String {
+    let short: Option<f64> = format!("{v:.14e}").parse().ok();
+    let v = match short {
+        Some(sv) if (sv - v).abs() <= v.abs() * 4.0 * f64::EPSILON => sv,
+        _ => v,
+    };
     let s = format!("{v}");
     if s == "-0" {
         "0".to_string()
@@ -543,6 +551,14 @@ mod tests {
         assert_eq!(run(&mut st, "set f 10.5"), Reply::ok());
         assert_eq!(run(&mut st, "incrbyfloat f 0.1"), b("10.6"));
         assert_eq!(run(&mut st, "incrbyfloat f -10.6"), b("0"));
+        assert_eq!(run(&mut st, "set g 0.1"), Reply::ok());
+        assert_eq!(run(&mut st, "incrbyfloat g 0.2"), b("0.3"));
+        assert_eq!(run(&mut st, "set g 1.2345678901234567"), Reply::ok());
+        assert_eq!(run(&mut st, "incrbyfloat g 0"), b("1.2345678901234567"));
+        assert_eq!(
+            run(&mut st, "incrbyfloat g 1e20"),
+            b("100000000000000000000")
+        );
         assert_eq!(
             run(&mut st, "incrbyfloat s 1"),
             Reply::err("ERR value is not a valid float")
