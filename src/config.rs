@@ -25,7 +25,8 @@ impl CompactionPolicy {
 }
 
 /// The whole server configuration after defaults, file, flags and environment are combined.
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` is written by hand so the token never reaches a log line.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub bind: String,
@@ -75,6 +76,35 @@ impl Default for Config {
             table_target_bytes: 64 * 1024 * 1024,
             compaction_policy: CompactionPolicy::Leveled,
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .field("dir", &self.dir)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("fsync", &self.fsync)
+            .field("databases", &self.databases)
+            .field("maxclients", &self.maxclients)
+            .field("max_bulk_bytes", &self.max_bulk_bytes)
+            .field("max_multibulk_len", &self.max_multibulk_len)
+            .field("query_buffer_bytes", &self.query_buffer_bytes)
+            .field(
+                "client_output_buffer_bytes",
+                &self.client_output_buffer_bytes,
+            )
+            .field("memtable_bytes", &self.memtable_bytes)
+            .field("max_immutables", &self.max_immutables)
+            .field("block_cache_bytes", &self.block_cache_bytes)
+            .field("bloom_bits_per_key", &self.bloom_bits_per_key)
+            .field("l0_compaction_trigger", &self.l0_compaction_trigger)
+            .field("l0_stop_trigger", &self.l0_stop_trigger)
+            .field("table_target_bytes", &self.table_target_bytes)
+            .field("compaction_policy", &self.compaction_policy)
+            .finish()
     }
 }
 
@@ -283,6 +313,12 @@ mod tests {
         let e = Config::from_toml("port = \"x\"\n").expect_err("bad port");
         assert!(e.to_string().contains("'port'"), "{e}");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn debug_hides_token() {
+        let c = Config::from_toml("token = \"s3cret-value\"\n").expect("config");
+        assert!(!format!("{c:?}").contains("s3cret-value"));
     }
 
     #[test]

@@ -270,6 +270,8 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// RESP3 map; a flat array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// RESP3 set (`~`); an array in RESP2.
+    Set(Vec<Reply>),
     /// RESP3 verbatim text (`=`); a bulk string in RESP2.
     Verbatim(Bytes),
     /// RESP3 double (`,`); a bulk string in RESP2.
@@ -319,6 +321,13 @@ impl Reply {
             Reply::NilArray => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"*-1\r\n" }),
             Reply::Array(items) => {
                 let _ = write!(Fmt(out), "*{}\r\n", items.len());
+                for r in items {
+                    r.encode(proto, out);
+                }
+            }
+            Reply::Set(items) => {
+                let tag = if resp3 { '~' } else { '*' };
+                let _ = write!(Fmt(out), "{tag}{}\r\n", items.len());
                 for r in items {
                     r.encode(proto, out);
                 }

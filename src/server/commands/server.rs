@@ -646,7 +646,7 @@ fn command_info(spec: &super::CommandSpec) -> Reply {
     Reply::Array(vec![
         Reply::bulk_str(spec.name),
         Reply::Int(spec.arity as i64),
-        Reply::Array(
+        Reply::Set(
             spec.flag_names()
                 .into_iter()
                 .map(|f| Reply::Simple(f.into()))
@@ -655,7 +655,7 @@ fn command_info(spec: &super::CommandSpec) -> Reply {
         Reply::Int(spec.first_key as i64),
         Reply::Int(spec.last_key as i64),
         Reply::Int(spec.step as i64),
-        Reply::Array(vec![Reply::Simple(format!("@{}", spec.group).into())]),
+        Reply::Set(vec![Reply::Simple(format!("@{}", spec.group).into())]),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
