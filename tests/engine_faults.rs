@@ -289,3 +289,25 @@ fn damaged_tables_give_errors_never_wrong_data() {
         "{open_errors} open, {read_errors} read errors"
     );
 }
+
+#[test]
+fn a_panicking_operation_fails_only_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), big_memtable()).unwrap();
+    let boom: sndv_kv::engine::Op<()> = Box::new(|v: &mut sndv_kv::engine::View<'_>| {
+        v.put(
+            bytes::Bytes::from("half"),
+            bytes::Bytes::from("written"),
+            None,
+        );
+        panic!("bug in an operation");
+    });
+    let err = e.write(vec![put("x", "1"), boom]).unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert_eq!(get_str(&e, "x"), None, "the request is all-or-nothing");
+    assert_eq!(get_str(&e, "half"), None);
+    e.write(vec![put("y", "2")]).unwrap();
+    assert_eq!(get_str(&e, "y").as_deref(), Some("2"));
+    assert!(e.stats().poisoned.is_none());
+    e.close().unwrap();
+}
