@@ -336,3 +336,54 @@ async fn wait_for_signal() -> &'static str {
         "SIGINT"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Before the engine is open, data commands answer -LOADING while AUTH, INFO and friends
+    /// work.
+    #[tokio::test]
+    async fn loading_until_engine_is_open() {
+        let shared = Arc::new(Shared::new(
+            Config::default(),
+            auth::Token::new(b"t".to_vec()),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let s2 = shared.clone();
+        tokio::spawn(async move {
+            let (sock, peer) = listener.accept().await.expect("accept");
+            connection::handle(s2, sock, peer).await;
+        });
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET k\r\nAUTH t\r\nPING\r\nGET k\r\nINFO persistence\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("loading:1") {
+            let n = c.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(
+            "-NOAUTH Authentication required.\r\n+OK\r\n-LOADING Redis is loading the dataset in memory\r\n-LOADING Redis is loading the dataset in memory\r\n$"
+        ), "{text}");
+    }
+
+    #[test]
+    fn cursor_table_is_bounded() {
+        let mut t = CursorTable::default();
+        let first = t.insert(0, Bytes::from_static(b"a"));
+        assert_eq!(t.get(0, first), Some(Bytes::from_static(b"a")));
+        assert_eq!(t.get(1, first), None);
+        for _ in 0..MAX_CURSORS {
+            t.insert(0, Bytes::from_static(b"b"));
+        }
+        assert_eq!(t.get(0, first), None);
+        assert!(t.map.len() <= MAX_CURSORS);
+    }
+}
