@@ -146,6 +146,8 @@ impl Conn {
                         if out.len() > max_out {
                             // Redis' hard output-buffer limit: drop the client, not the server.
                             debug!(client = self.id, "output buffer limit reached, closing");
+                            // Writes already parsed still happen, as they would in Redis.
+                            self.flush_writes().await;
                             return Ok(());
                         }
                         if self.close {
