@@ -239,6 +239,7 @@ impl Conn {
 
     pub fn data_ctx(&self) -> DataCtx {
         DataCtx {
+            now_ms: self.shared.engine().map(|e| e.now_ms()).unwrap_or(0),
             db: self.db,
             max_bulk: self.shared.cfg.read().max_bulk_bytes,
         }

@@ -100,6 +100,9 @@ pub struct DataCtx {
     pub db: u8,
     /// Largest string a command may build (APPEND, SETRANGE).
     pub max_bulk: u64,
+    /// The engine clock when the command was parsed; only for Redis' overflow checks of
+    /// relative expiry times (evaluation uses the view's clock).
+    pub now_ms: u64,
 }
 
 impl DataCtx {
@@ -1063,6 +1066,7 @@ pub mod mem {
         let ctx = DataCtx {
             db: 0,
             max_bulk: 512 * 1024 * 1024,
+            now_ms: st.now,
         };
         match f(&ctx, &argv) {
             Job::Reply(r) => r,

@@ -48,12 +48,13 @@ pub fn put_with(st: &mut dyn Store, key: Bytes, value: Bytes, expiry: Expiry, ol
 }
 
 /// Parses an EX/PX/EXAT/PXAT value as Redis does: not an integer → integer error; ≤ 0 or
-/// overflowing → `invalid expire time in '<cmd>' command`.
+/// overflowing (a relative time counts from `now_ms`) → `invalid expire time in '<cmd>' command`.
 pub fn parse_expire(
     arg: &[u8],
     unit_secs: bool,
     absolute: bool,
     cmd: &str,
+    now_ms: u64,
 ) -> Result<Expiry, Reply> {
     let v = parse_i64(arg).ok_or_else(e_int)?;
     let invalid = || Reply::err(format!("ERR invalid expire time in '{cmd}' command"));
@@ -65,7 +66,7 @@ pub fn parse_expire(
         Ok(Expiry::At(ms))
     } else {
         // Redis also rejects a relative time whose absolute form would overflow.
-        if ms > i64::MAX / 2 {
+        if ms.checked_add(now_ms as i64).is_none() {
             return Err(invalid());
         }
         Ok(Expiry::In(ms as u64))
@@ -91,7 +92,7 @@ struct SetOpts {
 }
 
 /// Parses SET/GETEX options with Redis' rules (one expiry kind; NX xor XX; KEEPTTL xor expiry).
-fn parse_opts(args: &[Bytes], is_set: bool, cmd: &str) -> Result<SetOpts, Reply> {
+fn parse_opts(args: &[Bytes], is_set: bool, cmd: &str, now_ms: u64) -> Result<SetOpts, Reply> {
     let mut o = SetOpts::default();
     // (index of the value, seconds?, absolute?)
     let mut exp_arg: Option<(usize, bool, bool)> = None;
@@ -128,13 +129,13 @@ fn parse_opts(args: &[Bytes], is_set: bool, cmd: &str) -> Result<SetOpts, Reply>
         j += 1;
     }
     if let Some((i, secs, abs)) = exp_arg {
-        o.expiry = Some(parse_expire(&args[i], secs, abs, cmd)?);
+        o.expiry = Some(parse_expire(&args[i], secs, abs, cmd, now_ms)?);
     }
     Ok(o)
 }
 
 pub fn set(ctx: &DataCtx, a: &[Bytes]) -> Job {
-    let o = match parse_opts(&a[3..], true, "set") {
+    let o = match parse_opts(&a[3..], true, "set", ctx.now_ms) {
         Ok(o) => o,
         Err(r) => return Job::Reply(r),
     };
@@ -177,7 +178,7 @@ pub fn setnx(ctx: &DataCtx, a: &[Bytes]) -> Job {
 }
 
 fn setex_generic(ctx: &DataCtx, a: &[Bytes], secs: bool, cmd: &str) -> Job {
-    let expiry = match parse_expire(&a[2], secs, false, cmd) {
+    let expiry = match parse_expire(&a[2], secs, false, cmd, ctx.now_ms) {
         Ok(e) => e,
         Err(r) => return Job::Reply(r),
     };
@@ -209,7 +210,7 @@ pub fn getdel(ctx: &DataCtx, a: &[Bytes]) -> Job {
 }
 
 pub fn getex(ctx: &DataCtx, a: &[Bytes]) -> Job {
-    let o = match parse_opts(&a[2..], false, "getex") {
+    let o = match parse_opts(&a[2..], false, "getex", ctx.now_ms) {
         Ok(o) => o,
         Err(r) => return Job::Reply(r),
     };

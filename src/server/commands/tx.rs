@@ -116,6 +116,7 @@ pub async fn exec(c: &mut Conn) -> Reply {
     let mut db = c.db;
     let dbs = c.shared.cfg.read().databases as i64;
     let max_bulk = c.shared.cfg.read().max_bulk_bytes;
+    let now_ms = c.data_ctx().now_ms;
     let mut segments: Vec<Segment> = Vec::new();
     let mut cur: Vec<Item> = Vec::new();
     for argv in queue {
@@ -125,7 +126,11 @@ pub async fn exec(c: &mut Conn) -> Reply {
         };
         match spec.handler {
             Handler::Data(f) => {
-                let ctx = DataCtx { db, max_bulk };
+                let ctx = DataCtx {
+                    db,
+                    max_bulk,
+                    now_ms,
+                };
                 cur.push(match f(&ctx, &argv) {
                     Job::Reply(r) => Item::Ready(r),
                     Job::Read(f) => Item::Read(f),
@@ -220,6 +225,7 @@ mod tests {
         let ctx = DataCtx {
             db: 0,
             max_bulk: 1 << 29,
+            now_ms: 0,
         };
         match f(&ctx, &argv) {
             Job::Reply(r) => Item::Ready(r),
