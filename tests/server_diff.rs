@@ -489,7 +489,8 @@ const RAW_CASES: &[(&[u8], usize, bool)] = &[
 
 fn read_until(raw: &mut Raw, n: usize, expect_close: bool) -> (Vec<u8>, bool) {
     raw.0
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        // Generous: a close is awaited only where both servers close, so no case waits it out.
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .ok();
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
