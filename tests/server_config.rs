@@ -111,9 +111,21 @@ fn maxclients_and_output_limit() {
         &tmp.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
     );
-    let mut a = s.raw_authed();
-    let mut b = s.raw_authed();
-    // The readiness probe's connection may still be closing: retry until the limit shows.
+    // The readiness probe's connection may still be closing: retry while the server is full.
+    let authed = || {
+        let t0 = Instant::now();
+        loop {
+            let mut r = s.raw();
+            let got = r.roundtrip(&format!("AUTH {}\r\n", server_support::TOKEN));
+            if got == b"+OK\r\n" {
+                return r;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut a = authed();
+    let mut b = authed();
     let t0 = Instant::now();
     loop {
         let mut c = s.raw();
