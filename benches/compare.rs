@@ -41,11 +41,24 @@ const VALUE_LEN: usize = 100;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if !run_by_cargo_bench(&args) {
+        return;
+    }
     if args.iter().any(|a| a == "bigload") {
         bigload();
     } else {
         compare();
     }
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --benches/--all-targets` does not: then only
+/// say how to run, so a test run never starts servers or long loads.
+fn run_by_cargo_bench(args: &[String]) -> bool {
+    if args.iter().any(|a| a == "--bench") {
+        return true;
+    }
+    eprintln!("benchmark harness: run it with `cargo bench --bench NAME`; skipped");
+    false
 }
 
 // ---------------------------------------------------------------------------------------

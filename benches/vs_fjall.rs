@@ -236,6 +236,9 @@ fn main() {
         child(&args[2], &args[3], args[4].parse().expect("threads"), scale);
         return;
     }
+    if !run_by_cargo_bench(&args) {
+        return;
+    }
     let reps: usize = std::env::var("VS_FJALL_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -329,6 +332,16 @@ fn main() {
         Err(e) => eprintln!("cannot write {path}: {e}"),
     }
     println!("ratio = sndv / fjall ops/s (> 1: sndv faster). Read workloads' WA is omitted (their writes are the preload).");
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --benches/--all-targets` does not: then only
+/// say how to run, so a test run never starts servers or long loads.
+fn run_by_cargo_bench(args: &[String]) -> bool {
+    if args.iter().any(|a| a == "--bench") {
+        return true;
+    }
+    eprintln!("benchmark harness: run it with `cargo bench --bench NAME`; skipped");
+    false
 }
 
 fn fjall_version() -> &'static str {
