@@ -433,6 +433,12 @@ impl Engine {
         self.bb().set_policy(policy);
     }
 
+    /// What every live table holds (level, key range, size, entries, tombstones, expiry
+    /// range), as the compaction policy sees it.
+    pub fn levels_view(&self) -> LevelsView {
+        LevelsView::from_version(&self.bb().current())
+    }
+
     /// Name of the compaction policy in charge.
     pub fn compaction_policy(&self) -> String {
         self.bb().policy().name().to_string()

@@ -11,6 +11,7 @@
 //! from their names ("leveled", "tiered").
 
 pub mod leveled;
+pub mod sim;
 pub mod tiered;
 
 use std::sync::Arc;
