@@ -94,6 +94,18 @@ impl View<'_> {
         self.now
     }
 
+    /// Forgets everything pushed since `mark` (entries length, next seqno).
+    fn rollback(&mut self, mark: (usize, SeqNo)) {
+        self.entries.truncate(mark.0);
+        self.next_seqno = mark.1;
+        self.pending = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key.clone(), i))
+            .collect();
+    }
+
     fn push(&mut self, e: Entry) {
         self.next_seqno += 1;
         self.pending.insert(e.key.clone(), self.entries.len());
@@ -246,13 +258,31 @@ impl Ingest {
         let mut next = Some((ops, reply, permit));
         let mut held = None;
         while let Some((ops, reply, permit)) = next.take() {
-            let results = ops.into_iter().map(|op| op(&mut view)).collect();
-            pending.push(Pending {
-                reply,
-                results,
-                _permit: permit,
-            });
-            bytes = view.entries.iter().map(Entry::approx_size).sum();
+            let mark = (view.entries.len(), view.next_seqno);
+            let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ops.into_iter().map(|op| op(&mut view)).collect::<Vec<_>>()
+            }));
+            match eval {
+                Ok(results) => {
+                    bytes += view.entries[mark.0..]
+                        .iter()
+                        .map(Entry::approx_size)
+                        .sum::<usize>();
+                    pending.push(Pending {
+                        reply,
+                        results,
+                        _permit: permit,
+                    });
+                }
+                Err(_) => {
+                    // A panicking operation fails its own request and leaves no trace; nothing
+                    // was written yet, so the engine need not be poisoned.
+                    view.rollback(mark);
+                    let _ = reply.send(Err(Error::Invalid(
+                        "write operation panicked; request discarded".into(),
+                    )));
+                }
+            }
             if bytes >= self.bb.cfg.max_group_bytes {
                 break;
             }
@@ -262,7 +292,6 @@ impl Ingest {
                 Err(_) => {}
             }
         }
-        let _ = bytes;
         let outcome = self.commit(entries);
         for p in pending {
             let r = match &outcome {
