@@ -68,10 +68,11 @@ fn spawn_readers(
     e: &Engine,
     acked: &Arc<Vec<AtomicU64>>,
     stop: &Arc<AtomicBool>,
+    done: &Arc<AtomicU64>,
 ) -> Vec<std::thread::JoinHandle<u64>> {
     (0..2)
         .map(|_| {
-            let (e, acked, stop) = (e.clone(), acked.clone(), stop.clone());
+            let (e, acked, stop, done) = (e.clone(), acked.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut checks = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -88,6 +89,7 @@ fn spawn_readers(
                         assert!(v >= floor, "mono:{i}: {v} after {floor} was acknowledged");
                         checks += 1;
                     }
+                    done.fetch_add(1, Ordering::SeqCst);
                 }
                 checks
             })
@@ -125,7 +127,8 @@ fn run(first: &str, second: &str) {
             check_all(&e, &model, clock.now_ms(), &format!("reopen at {step}"));
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let readers = (step % 600 == 1).then(|| spawn_readers(&e, &acked, &stop));
+        let passes = Arc::new(AtomicU64::new(0));
+        let readers = (step % 600 == 1).then(|| spawn_readers(&e, &acked, &stop, &passes));
         let now = clock.now_ms();
         let mut ops: Vec<Op<()>> = Vec::new();
         for _ in 0..8 {
@@ -173,8 +176,13 @@ fn run(first: &str, second: &str) {
             st.level_stats[0].files + st.level_stats[1..].iter().filter(|l| l.files > 0).count();
         max_runs = max_runs.max(runs);
         if let Some(rs) = readers {
-            // Let the readers overlap a stretch of writes (and the compactions they cause).
-            for _ in 0..200 {
+            // Let the readers overlap a stretch of writes (and the compactions they cause):
+            // at least 200 writes, and more until the readers made a few passes (bounded).
+            let mut n = 0;
+            while (n < 200 || (passes.load(Ordering::SeqCst) < 6 && n < 200_000))
+                && !rs.iter().any(|r| r.is_finished())
+            {
+                n += 1;
                 let k = format!("k{:05}", rng.gen_range(0..1500));
                 e.write(vec![put(k.clone(), "r")]).unwrap();
                 model.insert(

@@ -288,9 +288,10 @@ fn gets_never_see_older_values_from_the_cache() {
     const KEYS: usize = 40;
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
+    let passes = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (e, acked, stop) = (e.clone(), acked.clone(), stop.clone());
+            let (e, acked, stop, passes) = (e.clone(), acked.clone(), stop.clone(), passes.clone());
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -306,13 +307,19 @@ fn gets_never_see_older_values_from_the_cache() {
                         );
                         n += 1;
                     }
+                    passes.fetch_add(1, Ordering::SeqCst);
                 }
                 n
             })
         })
         .collect();
     let pad = "x".repeat(100);
-    for round in 1..=300u64 {
+    // Stops early if a reader failed. At least 300 rounds, and more until the readers made a few passes (bounded).
+    let mut round = 0u64;
+    while (round < 300 || (passes.load(Ordering::SeqCst) < 4 && round < 100_000))
+        && !readers.iter().any(|r| r.is_finished())
+    {
+        round += 1;
         let ops: Vec<Op<()>> = (0..KEYS)
             .map(|k| put(format!("c{k:03}"), format!("{round:08}{pad}")))
             .collect();

@@ -233,11 +233,18 @@ impl Blackboard {
         self.version.read().clone()
     }
 
-    /// Readers take the seqno first, then the Version: every group at or below that seqno is
-    /// in that Version (data only moves between its parts inside one Version swap).
+    /// Readers take the Version first, then the seqno. Everything in that Version's tables and
+    /// immutables was published before it was installed (so is <= the seqno), and the seqno
+    /// only filters out groups still being inserted into its active memtable; groups published
+    /// into a newer memtable after the Version was taken stay invisible as a whole, so the
+    /// reader sees a consistent prefix that includes every group acknowledged before the read.
+    /// The other order is unsafe with compaction: a reader delayed between the two loads could
+    /// get a Version whose compactions already replaced every version of a key at or below its
+    /// seqno by a newer one, and see the key as missing.
     pub fn snapshot(&self) -> (SeqNo, Arc<Version>) {
+        let v = self.current();
         let s = self.visible.load(Ordering::Acquire);
-        (s, self.current())
+        (s, v)
     }
 
     pub fn visible(&self) -> SeqNo {
