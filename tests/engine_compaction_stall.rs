@@ -140,9 +140,9 @@ fn shutdown_cancels_a_compaction_held_open_and_reopens_cleanly() {
         let e = e.clone();
         std::thread::spawn(move || e.close())
     };
-    // The ingest agent stops first: shutdown has begun; let the compaction move again.
+    // The idle flush agent stops as soon as shutdown begins; then let the compaction move.
     wait_until("shutdown to begin", || {
-        agent_state(&e, "ingest") == "stopped"
+        agent_state(&e, "flush") == "stopped"
     });
     gate.open();
     closer.join().unwrap().unwrap();

@@ -81,8 +81,7 @@ fn kill9_loop() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let target = rng.gen_range(1..400);
         let mut n = 0;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
+        let mut record = |line: &str, acked: &mut Vec<(String, String)>| {
             if let Some(rest) = line.strip_prefix("ack ") {
                 let mut it = rest.split(' ');
                 let key = it.next().unwrap().to_string();
@@ -90,6 +89,13 @@ fn kill9_loop() {
                 let i = key.rsplit('-').next().unwrap().to_string();
                 acked.push((key, format!("v{i}")));
                 counter_acked = c;
+                true
+            } else {
+                false
+            }
+        };
+        for line in lines.by_ref() {
+            if record(&line.unwrap(), &mut acked) {
                 n += 1;
                 if n >= target {
                     break;
@@ -98,6 +104,10 @@ fn kill9_loop() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        // Acknowledgements already in the pipe were given before the kill: they count too.
+        for line in lines.map_while(Result::ok) {
+            record(&line, &mut acked);
+        }
         // Reopen in this process and check every acknowledged write.
         let engine = Engine::open(dir.path(), config()).expect("reopen after kill -9");
         for (k, v) in &acked {

@@ -41,6 +41,8 @@ pub struct Counters {
     pub floor_compactions: AtomicU64,
     pub reclaim_compactions: AtomicU64,
     pub slowdowns: AtomicU64,
+    /// Gauge: pending compaction bytes of the last Version ingest looked at.
+    pub pending_compaction_bytes: AtomicU64,
 }
 
 /// What one agent is doing, for `INFO agents` and `AGENT INFO`.

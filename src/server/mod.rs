@@ -1,1 +1,389 @@
+//! The Redis face: listener, limits, graceful shutdown, and the state all connections share.
 
+pub mod auth;
+pub mod commands;
+pub mod connection;
+pub mod resp;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::Engine;
+
+/// Server-wide counters shown by INFO.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_received: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub write_groups: AtomicU64,
+}
+
+/// What CLIENT LIST / CLIENT INFO show about one connection (never the token).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub name: Option<Bytes>,
+    pub db: u8,
+    pub proto: u8,
+    pub created: Instant,
+    pub last_active: Instant,
+    pub last_cmd: String,
+    pub multi: Option<usize>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+}
+
+impl ClientInfo {
+    /// One CLIENT LIST line (without the trailing newline), in Redis' field order.
+    pub fn line(&self) -> String {
+        let name = self
+            .name
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        format!(
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            name,
+            self.created.elapsed().as_secs(),
+            self.last_active.elapsed().as_secs(),
+            if self.multi.is_some() { "x" } else { "N" },
+            self.db,
+            self.multi.map(|n| n as i64).unwrap_or(-1),
+            self.last_cmd,
+            self.proto,
+        )
+    }
+}
+
+/// SCAN cursors: a bounded, server-wide map from cursor number to the key to resume after,
+/// so a client pool may continue a scan on another connection.
+#[derive(Debug, Default)]
+pub struct CursorTable {
+    map: HashMap<u64, (u8, Bytes)>,
+    order: VecDeque<u64>,
+}
+
+/// Most cursors kept; the oldest is forgotten first.
+pub const MAX_CURSORS: usize = 16_384;
+
+impl CursorTable {
+    /// Stores a resume point and returns its new, non-zero cursor.
+    pub fn insert(&mut self, db: u8, resume_after: Bytes) -> u64 {
+        let mut id: u64 = rand::random();
+        while id == 0 || self.map.contains_key(&id) {
+            id = rand::random();
+        }
+        // Cursors are opaque, but keep them below 2^63 for clients that parse signed.
+        id &= i64::MAX as u64;
+        if id == 0 {
+            id = 1;
+        }
+        if self.map.len() >= MAX_CURSORS {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.map.insert(id, (db, resume_after));
+        self.order.push_back(id);
+        id
+    }
+
+    /// The resume key of `cursor` in `db`, if the cursor is known. It stays valid (a client
+    /// may retry a lost reply); eviction bounds the table.
+    pub fn get(&self, db: u8, cursor: u64) -> Option<Bytes> {
+        match self.map.get(&cursor) {
+            Some((d, k)) if *d == db => Some(k.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub cfg: RwLock<Config>,
+    pub token: auth::Token,
+    engine: OnceLock<Engine>,
+    /// Set when the engine failed to open: commands answer this error.
+    pub open_error: OnceLock<String>,
+    pub shutdown: watch::Sender<bool>,
+    pub clients: Mutex<BTreeMap<u64, Arc<Mutex<ClientInfo>>>>,
+    next_client_id: AtomicU64,
+    pub cursors: Mutex<CursorTable>,
+    pub stats: Stats,
+    pub started: Instant,
+    pub lastsave: AtomicU64,
+    pub bgsave_running: AtomicBool,
+    pub run_id: String,
+    pub port: u16,
+}
+
+impl Shared {
+    pub fn new(cfg: Config, token: auth::Token) -> Shared {
+        let (tx, _rx) = watch::channel(false);
+        let run_id: String = (0..40)
+            .map(|_| char::from_digit(rand::random::<u32>() % 16, 16).unwrap_or('0'))
+            .collect();
+        let port = cfg.port;
+        Shared {
+            cfg: RwLock::new(cfg),
+            token,
+            engine: OnceLock::new(),
+            open_error: OnceLock::new(),
+            shutdown: tx,
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            cursors: Mutex::new(CursorTable::default()),
+            stats: Stats::default(),
+            started: Instant::now(),
+            lastsave: AtomicU64::new(unix_secs()),
+            bgsave_running: AtomicBool::new(false),
+            run_id,
+            port,
+        }
+    }
+
+    /// The engine once it is open; `None` while loading.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.get()
+    }
+
+    pub fn set_engine(&self, e: Engine) {
+        let _ = self.engine.set(e);
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+pub fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs the server until SIGINT/SIGTERM or SHUTDOWN, then closes the engine.
+pub async fn run(cfg: Config, token: auth::Token) -> Result<(), String> {
+    let addr = format!("{}:{}", cfg.bind, cfg.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    info!("listening on {addr}");
+    serve(listener, cfg, token).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 themselves).
+pub async fn serve(listener: TcpListener, cfg: Config, token: auth::Token) -> Result<(), String> {
+    let dir = cfg.dir.clone();
+    let ecfg = cfg.engine_config();
+    let shared = Arc::new(Shared::new(cfg, token));
+
+    // Open (recover) the engine in the background; until then commands answer -LOADING.
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let res = tokio::task::spawn_blocking(move || Engine::open(&dir, ecfg)).await;
+            match res {
+                Ok(Ok(engine)) => {
+                    info!("engine ready in {} ms", t0.elapsed().as_millis());
+                    shared.set_engine(engine);
+                }
+                Ok(Err(e)) => {
+                    error!("cannot open the engine: {e}");
+                    let _ = shared.open_error.set(e.to_string());
+                    shared.trigger_shutdown();
+                }
+                Err(e) => {
+                    error!("engine open task failed: {e}");
+                    let _ = shared.open_error.set(e.to_string());
+                    shared.trigger_shutdown();
+                }
+            }
+        });
+    }
+
+    // Every connection holds a clone; when all are dropped, all connections have finished.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut shutdown_rx = shared.shutdown.subscribe();
+    let signals = wait_for_signal();
+    tokio::pin!(signals);
+
+    loop {
+        tokio::select! {
+            res = listener.accept() => {
+                let (sock, peer) = match res {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                accept_one(&shared, sock, peer, done_tx.clone());
+            }
+            _ = shutdown_rx.changed() => {
+                info!("shutdown requested");
+                break;
+            }
+            sig = &mut signals => {
+                info!("received {sig}, shutting down");
+                shared.trigger_shutdown();
+                break;
+            }
+        }
+    }
+
+    // Stop accepting, let connections finish their in-flight commands, then close the engine.
+    drop(listener);
+    drop(done_tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), done_rx.recv()).await;
+    if let Some(engine) = shared.engine() {
+        let engine = engine.clone();
+        match tokio::task::spawn_blocking(move || engine.close()).await {
+            Ok(Ok(())) => info!("engine closed"),
+            Ok(Err(e)) => error!("engine close failed: {e}"),
+            Err(e) => error!("engine close task failed: {e}"),
+        }
+    }
+    match shared.open_error.get() {
+        Some(e) => Err(format!("engine failed to open: {e}")),
+        None => Ok(()),
+    }
+}
+
+fn accept_one(
+    shared: &Arc<Shared>,
+    mut sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    done: mpsc::Sender<()>,
+) {
+    shared
+        .stats
+        .connections_received
+        .fetch_add(1, Ordering::Relaxed);
+    let _ = sock.set_nodelay(true);
+    let max = shared.cfg.read().maxclients as usize;
+    if shared.clients.lock().len() >= max {
+        shared
+            .stats
+            .rejected_connections
+            .fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _ = sock
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            let _ = sock.shutdown().await;
+        });
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        connection::handle(shared, sock, peer).await;
+        drop(done);
+    });
+}
+
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Before the engine is open, data commands answer -LOADING while AUTH, INFO and friends
+    /// work.
+    #[tokio::test]
+    async fn loading_until_engine_is_open() {
+        let shared = Arc::new(Shared::new(
+            Config::default(),
+            auth::Token::new(b"t".to_vec()),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let s2 = shared.clone();
+        tokio::spawn(async move {
+            let (sock, peer) = listener.accept().await.expect("accept");
+            connection::handle(s2, sock, peer).await;
+        });
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET k\r\nAUTH t\r\nPING\r\nGET k\r\nINFO persistence\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("loading:1") {
+            let n = c.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(
+            "-NOAUTH Authentication required.\r\n+OK\r\n-LOADING Redis is loading the dataset in memory\r\n-LOADING Redis is loading the dataset in memory\r\n$"
+        ), "{text}");
+    }
+
+    #[test]
+    fn cursor_table_is_bounded() {
+        let mut t = CursorTable::default();
+        let first = t.insert(0, Bytes::from_static(b"a"));
+        assert_eq!(t.get(0, first), Some(Bytes::from_static(b"a")));
+        assert_eq!(t.get(1, first), None);
+        for _ in 0..MAX_CURSORS {
+            t.insert(0, Bytes::from_static(b"b"));
+        }
+        assert_eq!(t.get(0, first), None);
+        assert!(t.map.len() <= MAX_CURSORS);
+    }
+}

@@ -1,0 +1,421 @@
+//! One client: read → parse every complete command → dispatch → write replies in order.
+//!
+//! Consecutive writes of a pipeline are collected into one engine write group; a read or any
+//! other command that follows waits for that group first, so a client always reads its own
+//! writes. Replies are encoded once per batch and written with one flush.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::commands::{self, e_arity, e_unknown, DataCtx, EngineReader, Handler, Job, WriteFn};
+use super::resp::{Limits, Reply, RequestParser};
+use super::{ClientInfo, Shared};
+use crate::engine::{Engine, Op, View};
+
+/// Most writes collected into one group before it is sent (bounds memory per connection).
+const MAX_GROUP_OPS: usize = 4096;
+const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// A key watched by WATCH: its version then, and whether it was live then.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub key: Bytes,
+    pub version: u64,
+    pub live: bool,
+}
+
+enum Slot {
+    Ready(Reply),
+    /// The reply of the i-th op of the pending write group.
+    Pending(usize),
+}
+
+/// Per-connection state.
+pub struct Conn {
+    pub shared: Arc<Shared>,
+    pub info: Arc<Mutex<ClientInfo>>,
+    pub id: u64,
+    pub authenticated: bool,
+    pub proto: u8,
+    pub db: u8,
+    /// Queued commands while in MULTI.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A queueing error happened: EXEC answers EXECABORT.
+    pub multi_dirty: bool,
+    pub watched: Vec<Watched>,
+    /// Close after this batch's replies are written (QUIT, protocol error, SHUTDOWN).
+    pub close: bool,
+    ops: Vec<Op<Reply>>,
+    ops_bytes: usize,
+    slots: Vec<Slot>,
+}
+
+/// Serves one client until it disconnects, errs, or the server shuts down.
+pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
+    let id = shared.next_client_id();
+    let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let info = Arc::new(Mutex::new(ClientInfo {
+        id,
+        addr: peer.to_string(),
+        laddr,
+        name: None,
+        db: 0,
+        proto: 2,
+        created: Instant::now(),
+        last_active: Instant::now(),
+        last_cmd: "NULL".to_string(),
+        multi: None,
+        lib_name: None,
+        lib_ver: None,
+    }));
+    shared.clients.lock().insert(id, info.clone());
+    let mut conn = Conn {
+        shared: shared.clone(),
+        info,
+        id,
+        authenticated: false,
+        proto: 2,
+        db: 0,
+        multi: None,
+        multi_dirty: false,
+        watched: Vec::new(),
+        close: false,
+        ops: Vec::new(),
+        ops_bytes: 0,
+        slots: Vec::new(),
+    };
+    if let Err(e) = conn.serve(&mut sock).await {
+        debug!(client = id, "connection ended: {e}");
+    }
+    shared.clients.lock().remove(&id);
+}
+
+impl Conn {
+    async fn serve(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut parser = RequestParser::default();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let n = tokio::select! {
+                r = sock.read_buf(&mut inbuf) => r?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.shared
+                .stats
+                .net_input_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
+            let (max_out, max_bulk, max_mb, max_query) = {
+                let c = self.shared.cfg.read();
+                (
+                    c.client_output_buffer_bytes as usize,
+                    c.max_bulk_bytes,
+                    c.max_multibulk_len,
+                    c.query_buffer_bytes as usize,
+                )
+            };
+            loop {
+                let lim = Limits {
+                    max_bulk,
+                    max_multibulk: max_mb,
+                    authenticated: self.authenticated,
+                };
+                match parser.next(&mut inbuf, &lim) {
+                    Ok(Some(argv)) => {
+                        if argv.is_empty() {
+                            continue;
+                        }
+                        self.dispatch(argv, &mut out).await;
+                        if self.ops.is_empty() {
+                            self.encode_ready(&mut out);
+                        }
+                        if out.len() > max_out {
+                            // Redis' hard output-buffer limit: drop the client, not the server.
+                            debug!(client = self.id, "output buffer limit reached, closing");
+                            // Writes already parsed still happen, as they would in Redis.
+                            self.flush_writes().await;
+                            return Ok(());
+                        }
+                        if self.close {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        if inbuf.len() > max_query {
+                            // Redis' client-query-buffer-limit: drop the client silently.
+                            debug!(client = self.id, "query buffer limit reached, closing");
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Err(pe) => {
+                        self.flush_writes().await;
+                        self.slots.push(Slot::Ready(Reply::err(pe.reply_text())));
+                        self.close = true;
+                        break;
+                    }
+                }
+            }
+            self.flush_writes().await;
+            self.encode_ready(&mut out);
+            if !out.is_empty() {
+                sock.write_all(&out).await?;
+                self.shared
+                    .stats
+                    .net_output_bytes
+                    .fetch_add(out.len() as u64, Ordering::Relaxed);
+                out.clear();
+                if out.capacity() > 1024 * 1024 {
+                    out = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            if self.close {
+                let _ = sock.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+
+    fn encode_ready(&mut self, out: &mut BytesMut) {
+        for s in self.slots.drain(..) {
+            match s {
+                Slot::Ready(r) => r.encode(self.proto, out),
+                // Callers flush the write group before encoding.
+                Slot::Pending(_) => {
+                    Reply::err("ERR internal error: reply not ready").encode(self.proto, out)
+                }
+            }
+        }
+    }
+
+    /// Sends the pending write group (if any) and turns its slots into replies.
+    pub async fn flush_writes(&mut self) {
+        if self.ops.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.ops);
+        self.ops_bytes = 0;
+        let n = ops.len();
+        let res = match self.shared.engine() {
+            Some(e) => e.write_async(ops).await,
+            None => Err(crate::engine::Error::Closed),
+        };
+        self.shared
+            .stats
+            .write_groups
+            .fetch_add(1, Ordering::Relaxed);
+        let mut replies: Vec<Option<Reply>> = match res {
+            Ok(r) => r.into_iter().map(Some).collect(),
+            Err(e) => (0..n).map(|_| Some(commands::e_engine(&e))).collect(),
+        };
+        for s in self.slots.iter_mut() {
+            if let Slot::Pending(i) = *s {
+                let r = replies
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .unwrap_or_else(|| Reply::err("ERR internal error: missing reply"));
+                *s = Slot::Ready(r);
+            }
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        self.slots.push(Slot::Ready(r));
+    }
+
+    pub fn data_ctx(&self) -> DataCtx {
+        DataCtx {
+            now_ms: self.shared.engine().map(|e| e.now_ms()).unwrap_or(0),
+            db: self.db,
+            max_bulk: self.shared.cfg.read().max_bulk_bytes,
+        }
+    }
+
+    /// The engine, or the reply to give while it is not available.
+    pub fn engine(&self) -> Result<Engine, Reply> {
+        match self.shared.engine() {
+            Some(e) => Ok(e.clone()),
+            None => match self.shared.open_error.get() {
+                Some(e) => Err(Reply::err(format!("ERR engine failed to open: {e}"))),
+                None => Err(Reply::err("LOADING Redis is loading the dataset in memory")),
+            },
+        }
+    }
+
+    async fn dispatch(&mut self, argv: Vec<Bytes>, out: &mut BytesMut) {
+        self.shared
+            .stats
+            .commands_processed
+            .fetch_add(1, Ordering::Relaxed);
+        let spec = commands::lookup(&argv[0]);
+        {
+            let mut info = self.info.lock();
+            info.last_active = Instant::now();
+            info.last_cmd = spec.map(|s| s.name).unwrap_or("unknown").to_string();
+        }
+        let Some(spec) = spec else {
+            self.flag_multi_error();
+            self.reply(e_unknown(&argv));
+            return;
+        };
+        if !spec.arity_ok(argv.len()) {
+            self.flag_multi_error();
+            self.reply(e_arity(spec.name));
+            return;
+        }
+        if !self.authenticated && spec.flags & commands::NOAUTH == 0 {
+            self.flag_multi_error();
+            self.reply(Reply::err("NOAUTH Authentication required."));
+            return;
+        }
+        if self.shared.engine().is_none() && spec.flags & commands::LOADING == 0 {
+            self.flag_multi_error();
+            let r = match self.engine() {
+                Err(r) => r,
+                Ok(_) => Reply::err("LOADING Redis is loading the dataset in memory"),
+            };
+            self.reply(r);
+            return;
+        }
+        if self.multi.is_some() && spec.flags & commands::NOQUEUE == 0 {
+            if let Some(q) = self.multi.as_mut() {
+                q.push(argv);
+                let n = q.len();
+                self.info.lock().multi = Some(n);
+            }
+            self.reply(Reply::simple("QUEUED"));
+            return;
+        }
+        match spec.handler {
+            Handler::Data(f) => {
+                let job = f(&self.data_ctx(), &argv);
+                self.run_job(job, &argv).await;
+            }
+            Handler::Conn => {
+                self.flush_writes().await;
+                // Earlier replies go out in the protocol they were produced under (HELLO and
+                // RESET change it).
+                self.encode_ready(out);
+                if let Some(r) = self.run_conn(spec.name, &argv).await {
+                    self.reply(r);
+                }
+            }
+        }
+    }
+
+    fn flag_multi_error(&mut self) {
+        if self.multi.is_some() {
+            self.multi_dirty = true;
+        }
+    }
+
+    async fn run_job(&mut self, job: Job, argv: &[Bytes]) {
+        match job {
+            Job::Reply(r) => self.reply(r),
+            Job::Write(w) => {
+                let size: usize = argv.iter().map(|a| a.len() + 16).sum();
+                self.push_write(w, size);
+                if self.ops.len() >= MAX_GROUP_OPS || self.ops_bytes >= MAX_GROUP_BYTES {
+                    self.flush_writes().await;
+                }
+            }
+            Job::Read(f) => {
+                // Read-your-writes: the pending group must be applied first.
+                self.flush_writes().await;
+                let r = match self.engine() {
+                    Ok(engine) => {
+                        let mut rd = EngineReader {
+                            now: engine.now_ms(),
+                            engine: &engine,
+                        };
+                        f(&mut rd)
+                    }
+                    Err(r) => r,
+                };
+                self.reply(r);
+            }
+        }
+    }
+
+    fn push_write(&mut self, w: WriteFn, size: usize) {
+        let idx = self.ops.len();
+        self.ops.push(Box::new(move |v: &mut View<'_>| w(v)));
+        self.ops_bytes += size;
+        self.slots.push(Slot::Pending(idx));
+    }
+
+    /// Sends one closure as its own write group and waits for its reply.
+    pub async fn write_one(
+        &mut self,
+        f: impl FnOnce(&mut View<'_>) -> Reply + Send + 'static,
+    ) -> Reply {
+        self.flush_writes().await;
+        let engine = match self.engine() {
+            Ok(e) => e,
+            Err(r) => return r,
+        };
+        let op: Op<Reply> = Box::new(f);
+        match engine.write_async(vec![op]).await {
+            Ok(mut v) => v
+                .pop()
+                .unwrap_or_else(|| Reply::err("ERR internal error: missing reply")),
+            Err(e) => commands::e_engine(&e),
+        }
+    }
+
+    /// Commands that need the connection or the server.
+    pub async fn run_conn(&mut self, name: &str, argv: &[Bytes]) -> Option<Reply> {
+        use commands::{agents, connection as c, server as s, tx};
+        Some(match name {
+            "ping" => c::ping(self, argv),
+            "echo" => Reply::Bulk(argv[1].clone()),
+            "auth" => c::auth(self, argv),
+            "hello" => c::hello(self, argv),
+            "reset" => c::reset(self),
+            "quit" => {
+                self.close = true;
+                Reply::ok()
+            }
+            "select" => c::select(self, argv),
+            "client" => c::client(self, argv),
+            "info" => s::info(self, argv),
+            "config" => s::config(self, argv),
+            "command" => s::command(self, argv),
+            "flushdb" => s::flush(self, argv, false).await,
+            "flushall" => s::flush(self, argv, true).await,
+            "save" => s::save(self, false).await,
+            "bgsave" => s::save(self, true).await,
+            "lastsave" => Reply::Int(self.shared.lastsave.load(Ordering::Relaxed) as i64),
+            "time" => s::time(),
+            "shutdown" => return s::shutdown(self, argv),
+            "dbsize" => s::dbsize(self).await,
+            "keys" => s::keys(self, argv).await,
+            "scan" => s::scan(self, argv).await,
+            "randomkey" => s::randomkey(self).await,
+            "agent" => agents::agent(self, argv),
+            "multi" => tx::multi(self),
+            "exec" => tx::exec(self).await,
+            "discard" => tx::discard(self),
+            "watch" => tx::watch(self, argv),
+            "unwatch" => {
+                self.watched.clear();
+                Reply::ok()
+            }
+            _ => e_unknown(argv),
+        })
+    }
+}
