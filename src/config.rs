@@ -222,6 +222,9 @@ impl Config {
             max_group_bytes: clamp_usize((self.memtable_bytes / 4).max(64 * 1024)),
             write_queue_bytes: clamp_usize((self.memtable_bytes / 2).max(1024 * 1024)),
             block_cache_bytes: clamp_usize(self.block_cache_bytes),
+            compaction_policy: self.compaction_policy.as_str().to_string(),
+            // Level sizing keeps the engine's defaults.
+            ..EngineConfig::default()
         }
     }
 }

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::agents::ingest::{ErasedOp, Ingest, Request};
 use super::agents::{self, flush};
 use super::blackboard::{AgentStatus, Blackboard};
+use super::cache::BlockCache;
 use super::clock::{Clock, SystemClock};
+use super::compaction::{self, CompactionPolicy, LevelsView};
 use super::error::{Error, IoContext, Result};
 use super::iter::{MergeIter, NewestIter};
 use super::manifest::{self, ManifestState, ManifestWriter, MANIFEST_FILE};
@@ -26,7 +27,7 @@ use super::storage::{FsStorage, Storage};
 use super::types::SeqNo;
 use super::version::{TableHandle, Version, NUM_LEVELS};
 use super::wal::{self, WalWriter};
-use super::{AgentStats, EngineConfig, EngineStats, Op, Value};
+use super::{AgentStats, EngineConfig, EngineStats, LevelStats, Op, Value};
 
 /// A handle to an open engine; clones share it. `close()` (or dropping the last handle) stops
 /// the agents.
@@ -37,7 +38,7 @@ pub struct Engine {
 
 struct Inner {
     bb: Arc<Blackboard>,
-    tx: Mutex<Option<Sender<Request>>>,
+    ingest: Arc<Ingest>,
     permits: Arc<Semaphore>,
     permit_total: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -98,13 +99,21 @@ impl Engine {
             }
         };
 
+        let cache =
+            (cfg.block_cache_bytes > 0).then(|| Arc::new(BlockCache::new(cfg.block_cache_bytes)));
+
         // Tables the MANIFEST lists.
         let mut max_file = state.next_file;
         let mut last_seqno = state.last_seqno;
         let mut levels: Vec<Vec<Arc<TableHandle>>> = vec![Vec::new(); NUM_LEVELS];
         for meta in state.tables.values() {
             let path = db.join(format!("{:06}.sst", meta.id));
-            let table = super::sstable::Table::open(storage.as_ref(), &path, meta.id)?;
+            let table = super::sstable::Table::open_cached(
+                storage.as_ref(),
+                &path,
+                meta.id,
+                cache.clone(),
+            )?;
             last_seqno = last_seqno.max(table.props().max_seqno);
             max_file = max_file.max(meta.id + 1);
             let level = (meta.level as usize).min(NUM_LEVELS - 1);
@@ -188,26 +197,29 @@ impl Engine {
         let agents_status = vec![
             Arc::new(AgentStatus::new("ingest", "group-commit")),
             Arc::new(AgentStatus::new("flush", "oldest-first")),
-            Arc::new(AgentStatus::new("compaction", "l0-to-l1")),
+            Arc::new(AgentStatus::new("compaction", &cfg.compaction_policy)),
         ];
-        let bb = Arc::new(Blackboard::new(
-            db,
-            storage,
-            clock,
-            cfg.clone(),
-            version,
-            writer,
-            state,
-            last_seqno,
-            next_file,
-            agents_status,
-        ));
+        let bb = Arc::new(
+            Blackboard::new(
+                db,
+                storage,
+                clock,
+                cfg.clone(),
+                version,
+                writer,
+                state,
+                last_seqno,
+                next_file,
+                agents_status,
+            )
+            .with_cache(cache),
+        );
 
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let ingest = Ingest::new(bb.clone(), rx, wal);
+        let ingest = Arc::new(Ingest::new(bb.clone(), wal));
         let spawn_err = |e| Error::io("starting agent threads", e);
+        let timer = ingest.clone();
         let threads = vec![
-            agents::spawn("ingest", bb.clone(), move || ingest.run()).map_err(spawn_err)?,
+            agents::spawn("ingest", bb.clone(), move || timer.run_timer()).map_err(spawn_err)?,
             {
                 let b = bb.clone();
                 agents::spawn("flush", bb.clone(), move || flush::run(b)).map_err(spawn_err)?
@@ -222,7 +234,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 bb,
-                tx: Mutex::new(Some(tx)),
+                ingest,
                 permits: Arc::new(Semaphore::new(permit_total)),
                 permit_total,
                 threads: Mutex::new(threads),
@@ -252,9 +264,11 @@ impl Engine {
         Ok(s.max(v.drop_seqno(key).unwrap_or(0)))
     }
 
-    fn send(&self, req: Request) -> Result<()> {
-        let tx = self.inner.tx.lock().clone().ok_or(Error::Closed)?;
-        tx.send(req).map_err(|_| self.stopped())
+    /// Queues a request and leads until it is answered (blocking the calling thread).
+    fn submit_and_drive(&self, req: Request) -> Result<()> {
+        self.inner.ingest.submit(req)?;
+        self.inner.ingest.drive();
+        Ok(())
     }
 
     fn stopped(&self) -> Error {
@@ -267,7 +281,17 @@ impl Engine {
     /// Applies a group of operations atomically; returns their results once the group is
     /// durable per the fsync policy. Blocks the calling thread.
     pub fn write<T: Send + 'static>(&self, ops: Vec<Op<T>>) -> Result<Vec<T>> {
-        futures::executor::block_on(self.write_async(ops))
+        self.bb().check_poison()?;
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit_and_drive(Request::Write {
+            ops: erase(ops),
+            reply,
+            permit: None,
+        })?;
+        unbox(futures::executor::block_on(rx).map_err(|_| self.stopped())??)
     }
 
     /// The async form of [`Engine::write`]; waits (without blocking a thread) for queue room.
@@ -276,12 +300,7 @@ impl Engine {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let n = ops.len();
-        let erased: Vec<ErasedOp> = ops
-            .into_iter()
-            .map(|op| -> ErasedOp { Box::new(move |v| Box::new(op(v)) as Box<dyn Any + Send>) })
-            .collect();
-        let want = (n as u32).min(self.inner.permit_total as u32);
+        let want = (ops.len() as u32).min(self.inner.permit_total as u32);
         let permit = self
             .inner
             .permits
@@ -290,20 +309,21 @@ impl Engine {
             .await
             .map_err(|_| self.stopped())?;
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Write {
-            ops: erased,
+        let ingest = &self.inner.ingest;
+        ingest.submit(Request::Write {
+            ops: erase(ops),
             reply,
             permit: Some(permit),
         })?;
-        let results = rx.await.map_err(|_| self.stopped())??;
-        Ok(results
-            .into_iter()
-            .map(|b| match b.downcast::<T>() {
-                Ok(t) => *t,
-                // Each result was boxed from a T just above.
-                Err(_) => unreachable!("write result of another type"),
-            })
-            .collect())
+        // Lead if no one does. An fsync or a stall must not hold up the runtime's other tasks.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread && ingest.may_block() {
+            tokio::task::block_in_place(|| ingest.try_drive());
+        } else {
+            ingest.try_drive();
+        }
+        unbox(rx.await.map_err(|_| self.stopped())??)
     }
 
     /// Live keys in `[start, end)` key order, at most `limit`, from one snapshot.
@@ -348,7 +368,7 @@ impl Engine {
     pub fn drop_prefix(&self, prefix: &[u8]) -> Result<()> {
         self.bb().check_poison()?;
         let (reply, rx) = oneshot::channel();
-        self.send(Request::DropPrefix {
+        self.submit_and_drive(Request::DropPrefix {
             prefix: Bytes::copy_from_slice(prefix),
             reply,
         })?;
@@ -366,7 +386,7 @@ impl Engine {
     /// Freezes the memtable and waits until every immutable memtable is in a table.
     pub fn flush(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Freeze { reply })?;
+        self.submit_and_drive(Request::Freeze { reply })?;
         futures::executor::block_on(rx).map_err(|_| self.stopped())??;
         loop {
             let ep = self.bb().epoch();
@@ -407,11 +427,77 @@ impl Engine {
         Ok(())
     }
 
+    /// Swaps the compaction policy at run time: "leveled" or "tiered". A task in flight
+    /// finishes under the old policy; the swap is counted in `policy_swaps`.
+    pub fn set_compaction_policy(&self, name: &str) -> Result<()> {
+        let p = compaction::policy_by_name(name)?;
+        self.bb().set_policy(p);
+        Ok(())
+    }
+
+    /// Installs any policy object (tests and experiments).
+    pub fn set_policy_object(&self, policy: Arc<dyn CompactionPolicy>) {
+        self.bb().set_policy(policy);
+    }
+
+    /// What every live table holds (level, key range, size, entries, tombstones, expiry
+    /// range), as the compaction policy sees it.
+    pub fn levels_view(&self) -> LevelsView {
+        LevelsView::from_version(&self.bb().current())
+    }
+
+    /// Name of the compaction policy in charge.
+    pub fn compaction_policy(&self) -> String {
+        self.bb().policy().name().to_string()
+    }
+
+    /// Waits until the compaction agent has looked at the current state and found nothing
+    /// more to do. Compactions go on in the background regardless; this is for tests and tools.
+    pub fn wait_for_compactions(&self) -> Result<()> {
+        self.bb().wait_compaction_idle()
+    }
+
     pub fn stats(&self) -> EngineStats {
         let bb = self.bb();
         let v = bb.current();
         let c = &bb.counters;
+        let view = LevelsView::from_version(&v);
+        let policy = bb.policy();
+        let ps = bb.policy_stats();
+        let scores = policy.scores(&view, &ps);
+        let user_bytes = c.user_bytes.load(Relaxed);
+        let written = c.wal_bytes.load(Relaxed) + c.table_bytes_written.load(Relaxed);
+        let cache = bb.cache.as_deref();
         EngineStats {
+            level_stats: view
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LevelStats {
+                    files: l.len(),
+                    bytes: l.iter().map(|t| t.size).sum(),
+                    score: scores.get(i).copied().unwrap_or(0.0),
+                })
+                .collect(),
+            compaction_policy: policy.name().to_string(),
+            policy_swaps: c.policy_swaps.load(Relaxed),
+            tasks_cancelled: c.tasks_cancelled.load(Relaxed),
+            tasks_rejected: c.tasks_rejected.load(Relaxed),
+            trivial_moves: c.trivial_moves.load(Relaxed),
+            floor_compactions: c.floor_compactions.load(Relaxed),
+            reclaim_compactions: c.reclaim_compactions.load(Relaxed),
+            compaction_failures: c.compaction_failures.load(Relaxed),
+            pending_compaction_bytes: policy.pending_bytes(&view, &ps),
+            slowdowns: c.slowdowns.load(Relaxed),
+            cache_hits: cache.map_or(0, |c| c.hits()),
+            cache_misses: cache.map_or(0, |c| c.misses()),
+            cache_bytes: cache.map_or(0, |c| c.bytes()),
+            cache_capacity: cache.map_or(0, |c| c.capacity()),
+            write_amplification: if user_bytes == 0 {
+                0.0
+            } else {
+                written as f64 / user_bytes as f64
+            },
             visible_seqno: bb.visible(),
             memtable_bytes: v.mem.approx_bytes() as u64,
             immutables: v.imms.len(),
@@ -464,11 +550,11 @@ impl Inner {
     fn shutdown(&self) {
         self.bb.begin_shutdown();
         self.permits.close();
-        drop(self.tx.lock().take());
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             let _ = t.join();
         }
+        self.ingest.close();
     }
 }
 
@@ -476,6 +562,23 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+fn erase<T: Send + 'static>(ops: Vec<Op<T>>) -> Vec<ErasedOp> {
+    ops.into_iter()
+        .map(|op| -> ErasedOp { Box::new(move |v| Box::new(op(v)) as Box<dyn Any + Send>) })
+        .collect()
+}
+
+fn unbox<T: 'static>(results: Vec<Box<dyn Any + Send>>) -> Result<Vec<T>> {
+    Ok(results
+        .into_iter()
+        .map(|b| match b.downcast::<T>() {
+            Ok(t) => *t,
+            // Each result was boxed from a T by `erase`.
+            Err(_) => unreachable!("write result of another type"),
+        })
+        .collect())
 }
 
 /// The smallest key greater than every key starting with `prefix`; `None` if there is none.

@@ -53,12 +53,20 @@ pub fn agent(c: &mut Conn, a: &[Bytes]) -> Reply {
             if a.len() != 4 {
                 return e_arity("agent|set");
             }
-            let name = String::from_utf8_lossy(&a[2]);
+            let name = String::from_utf8_lossy(&a[2]).to_ascii_lowercase();
+            let policy = String::from_utf8_lossy(&a[3]).to_ascii_lowercase();
             if !engine.stats().agents.iter().any(|x| x.name == name) {
                 return Reply::err(format!("ERR no such agent '{name}'"));
             }
-            // The engine API has no run-time policy swap yet; say so instead of pretending.
-            Reply::err("ERR AGENT SET is not supported yet: the engine has no policy-swap call")
+            if name != "compaction" {
+                return Reply::err(format!(
+                    "ERR agent '{name}' has no swappable policy (only 'compaction' has)"
+                ));
+            }
+            match engine.set_compaction_policy(&policy) {
+                Ok(()) => Reply::ok(),
+                Err(e) => Reply::err(format!("ERR {e}")),
+            }
         }
         "help" => Reply::Array(
             [
