@@ -13,7 +13,8 @@ use sndv_kv::config::Config;
 use sndv_kv::engine::Storage;
 use sndv_kv::server::auth::Token;
 
-pub const TOKEN: &str = "rel-token-5f1c0a9e7b3d4c2a8e6f0b1d9c7a5e3f";
+/// The same token `server_support` starts the binary with, so both helpers talk to either.
+pub const TOKEN: &str = "test-token-0123456789abcdef0123456789";
 
 /// A decoded reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
