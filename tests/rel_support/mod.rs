@@ -291,3 +291,128 @@ pub fn rss_anon(pid: u32) -> Option<u64> {
         .ok()?;
     Some(kb * 1024)
 }
+
+/// The server binary as a child process whose pid and stderr the test can see.
+pub struct Bin {
+    pub child: Option<std::process::Child>,
+    pub port: u16,
+    /// stdout and stderr of the process, for tests that inspect what it printed.
+    pub stdout_path: std::path::PathBuf,
+    pub stderr_path: std::path::PathBuf,
+}
+
+impl Bin {
+    /// Starts `sndv-kv --port <free> --dir <dir> <args>` with `envs` (and no inherited
+    /// SNDV_KV_TOKEN), output captured to files in `dir`'s parent; waits for PING with `token`.
+    pub fn start(
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        token: Option<&str>,
+        name: &str,
+    ) -> Bin {
+        let logs = dir.parent().unwrap_or(dir).to_path_buf();
+        let stdout_path = logs.join(format!("{name}.stdout"));
+        let stderr_path = logs.join(format!("{name}.stderr"));
+        for _ in 0..5 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+                l.local_addr().expect("addr").port()
+            };
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sndv-kv"));
+            cmd.arg("--port")
+                .arg(port.to_string())
+                .arg("--dir")
+                .arg(dir)
+                .args(args)
+                .env_remove("SNDV_KV_TOKEN")
+                .env("RUST_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+                .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
+            for (k, v) in envs {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn sndv-kv");
+            let mut b = Bin {
+                child: Some(child),
+                port,
+                stdout_path: stdout_path.clone(),
+                stderr_path: stderr_path.clone(),
+            };
+            let tok = token.map(str::to_string).unwrap_or_else(|| {
+                // Generated on first start: read it from the token file once it exists.
+                let t0 = Instant::now();
+                loop {
+                    if let Ok(t) = std::fs::read_to_string(dir.join("admin.token")) {
+                        if !t.trim().is_empty() {
+                            return t.trim().to_string();
+                        }
+                    }
+                    assert!(t0.elapsed() < Duration::from_secs(30), "no admin.token");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            if b.wait_ready(&tok) {
+                return b;
+            }
+            b.kill();
+        }
+        panic!("sndv-kv did not start");
+    }
+
+    fn wait_ready(&mut self, token: &str) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok(mut c) = Client::connect(self.port) {
+                if c.cmd(&[b"AUTH", token.as_bytes()]).ok() == Some(R::Simple("OK".into()))
+                    && c.cmd(&[b"PING"]).ok() == Some(R::Simple("PONG".into()))
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(60) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("server did not stop on SIGTERM");
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
