@@ -120,6 +120,15 @@ impl Client {
         })
     }
 
+    /// Wraps an already connected socket.
+    pub fn from_stream(sock: TcpStream) -> Client {
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(120)));
+        Client {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn authed(port: u16) -> std::io::Result<Client> {
         let mut c = Client::connect(port)?;
         let r = c.cmd(&[b"AUTH", TOKEN.as_bytes()])?;
