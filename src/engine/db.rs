@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -37,7 +36,7 @@ pub struct Engine {
 
 struct Inner {
     bb: Arc<Blackboard>,
-    tx: Mutex<Option<Sender<Request>>>,
+    ingest: Arc<Ingest>,
     permits: Arc<Semaphore>,
     permit_total: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -203,11 +202,11 @@ impl Engine {
             agents_status,
         ));
 
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let ingest = Ingest::new(bb.clone(), rx, wal);
+        let ingest = Arc::new(Ingest::new(bb.clone(), wal));
         let spawn_err = |e| Error::io("starting agent threads", e);
+        let timer = ingest.clone();
         let threads = vec![
-            agents::spawn("ingest", bb.clone(), move || ingest.run()).map_err(spawn_err)?,
+            agents::spawn("ingest", bb.clone(), move || timer.run_timer()).map_err(spawn_err)?,
             {
                 let b = bb.clone();
                 agents::spawn("flush", bb.clone(), move || flush::run(b)).map_err(spawn_err)?
@@ -222,7 +221,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 bb,
-                tx: Mutex::new(Some(tx)),
+                ingest,
                 permits: Arc::new(Semaphore::new(permit_total)),
                 permit_total,
                 threads: Mutex::new(threads),
@@ -252,9 +251,11 @@ impl Engine {
         Ok(s.max(v.drop_seqno(key).unwrap_or(0)))
     }
 
-    fn send(&self, req: Request) -> Result<()> {
-        let tx = self.inner.tx.lock().clone().ok_or(Error::Closed)?;
-        tx.send(req).map_err(|_| self.stopped())
+    /// Queues a request and leads until it is answered (blocking the calling thread).
+    fn submit_and_drive(&self, req: Request) -> Result<()> {
+        self.inner.ingest.submit(req)?;
+        self.inner.ingest.drive();
+        Ok(())
     }
 
     fn stopped(&self) -> Error {
@@ -267,7 +268,17 @@ impl Engine {
     /// Applies a group of operations atomically; returns their results once the group is
     /// durable per the fsync policy. Blocks the calling thread.
     pub fn write<T: Send + 'static>(&self, ops: Vec<Op<T>>) -> Result<Vec<T>> {
-        futures::executor::block_on(self.write_async(ops))
+        self.bb().check_poison()?;
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit_and_drive(Request::Write {
+            ops: erase(ops),
+            reply,
+            permit: None,
+        })?;
+        unbox(futures::executor::block_on(rx).map_err(|_| self.stopped())??)
     }
 
     /// The async form of [`Engine::write`]; waits (without blocking a thread) for queue room.
@@ -276,12 +287,7 @@ impl Engine {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let n = ops.len();
-        let erased: Vec<ErasedOp> = ops
-            .into_iter()
-            .map(|op| -> ErasedOp { Box::new(move |v| Box::new(op(v)) as Box<dyn Any + Send>) })
-            .collect();
-        let want = (n as u32).min(self.inner.permit_total as u32);
+        let want = (ops.len() as u32).min(self.inner.permit_total as u32);
         let permit = self
             .inner
             .permits
@@ -290,20 +296,21 @@ impl Engine {
             .await
             .map_err(|_| self.stopped())?;
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Write {
-            ops: erased,
+        let ingest = &self.inner.ingest;
+        ingest.submit(Request::Write {
+            ops: erase(ops),
             reply,
             permit: Some(permit),
         })?;
-        let results = rx.await.map_err(|_| self.stopped())??;
-        Ok(results
-            .into_iter()
-            .map(|b| match b.downcast::<T>() {
-                Ok(t) => *t,
-                // Each result was boxed from a T just above.
-                Err(_) => unreachable!("write result of another type"),
-            })
-            .collect())
+        // Lead if no one does. An fsync or a stall must not hold up the runtime's other tasks.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread && ingest.may_block() {
+            tokio::task::block_in_place(|| ingest.try_drive());
+        } else {
+            ingest.try_drive();
+        }
+        unbox(rx.await.map_err(|_| self.stopped())??)
     }
 
     /// Live keys in `[start, end)` key order, at most `limit`, from one snapshot.
@@ -348,7 +355,7 @@ impl Engine {
     pub fn drop_prefix(&self, prefix: &[u8]) -> Result<()> {
         self.bb().check_poison()?;
         let (reply, rx) = oneshot::channel();
-        self.send(Request::DropPrefix {
+        self.submit_and_drive(Request::DropPrefix {
             prefix: Bytes::copy_from_slice(prefix),
             reply,
         })?;
@@ -366,7 +373,7 @@ impl Engine {
     /// Freezes the memtable and waits until every immutable memtable is in a table.
     pub fn flush(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Freeze { reply })?;
+        self.submit_and_drive(Request::Freeze { reply })?;
         futures::executor::block_on(rx).map_err(|_| self.stopped())??;
         loop {
             let ep = self.bb().epoch();
@@ -464,11 +471,11 @@ impl Inner {
     fn shutdown(&self) {
         self.bb.begin_shutdown();
         self.permits.close();
-        drop(self.tx.lock().take());
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             let _ = t.join();
         }
+        self.ingest.close();
     }
 }
 
@@ -476,6 +483,23 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+fn erase<T: Send + 'static>(ops: Vec<Op<T>>) -> Vec<ErasedOp> {
+    ops.into_iter()
+        .map(|op| -> ErasedOp { Box::new(move |v| Box::new(op(v)) as Box<dyn Any + Send>) })
+        .collect()
+}
+
+fn unbox<T: 'static>(results: Vec<Box<dyn Any + Send>>) -> Result<Vec<T>> {
+    Ok(results
+        .into_iter()
+        .map(|b| match b.downcast::<T>() {
+            Ok(t) => *t,
+            // Each result was boxed from a T by `erase`.
+            Err(_) => unreachable!("write result of another type"),
+        })
+        .collect())
 }
 
 /// The smallest key greater than every key starting with `prefix`; `None` if there is none.

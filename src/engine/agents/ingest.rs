@@ -2,6 +2,13 @@
 //! operation over a [`View`] (current state + earlier operations of the same group), appends one
 //! WAL record for the group, syncs per policy, applies the group to the memtable, publishes the
 //! group's last seqno and only then acknowledges. It also freezes full memtables.
+//!
+//! The agent is one component whose work is done by a leader (as in RocksDB's write thread):
+//! a writer queues its request, then whoever holds the core lock drains the whole queue. A
+//! writer that finds the lock free becomes the leader and commits its own request together
+//! with everything queued meanwhile — no thread hand-off when there is no contention — while
+//! writers that arrive during a leader's fsync wait and are committed by it as the next group.
+//! The agent's own thread only runs the `everysec` timer.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -9,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::engine::blackboard::{AgentState, AgentStatus, Blackboard};
@@ -121,14 +128,28 @@ impl Value {
     }
 }
 
+/// Requests waiting for a leader.
+struct Queue {
+    reqs: Vec<Request>,
+    closed: bool,
+}
+
+/// The ingest agent: a queue and the core that only the current leader touches.
 pub(crate) struct Ingest {
     bb: Arc<Blackboard>,
-    rx: Receiver<Request>,
+    queue: Mutex<Queue>,
+    core: Mutex<Core>,
+}
+
+/// The state of group commit; whoever holds its lock is the leader.
+struct Core {
+    bb: Arc<Blackboard>,
     wal: WalWriter,
     next_seqno: SeqNo,
     dirty: bool,
     last_sync: Instant,
     status: Arc<AgentStatus>,
+    closed: bool,
 }
 
 struct Pending {
@@ -138,36 +159,174 @@ struct Pending {
 }
 
 impl Ingest {
-    pub(crate) fn new(bb: Arc<Blackboard>, rx: Receiver<Request>, wal: WalWriter) -> Ingest {
+    pub(crate) fn new(bb: Arc<Blackboard>, wal: WalWriter) -> Ingest {
         let next_seqno = bb.visible() + 1;
         let status = bb
             .agent("ingest")
             .cloned()
             .unwrap_or_else(|| Arc::new(AgentStatus::new("ingest", "group-commit")));
         Ingest {
-            bb,
-            rx,
-            wal,
-            next_seqno,
-            dirty: false,
-            last_sync: Instant::now(),
-            status,
+            bb: bb.clone(),
+            queue: Mutex::new(Queue {
+                reqs: Vec::new(),
+                closed: false,
+            }),
+            core: Mutex::new(Core {
+                bb,
+                wal,
+                next_seqno,
+                dirty: false,
+                last_sync: Instant::now(),
+                status,
+                closed: false,
+            }),
         }
     }
 
-    pub(crate) fn run(mut self) {
-        let mut held: Option<Request> = None;
+    /// Queues a request; `Closed` once the engine shuts down.
+    pub(crate) fn submit(&self, req: Request) -> Result<()> {
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Err(match self.bb.poisoned() {
+                Some(why) => Error::Poisoned(why),
+                None => Error::Closed,
+            });
+        }
+        q.reqs.push(req);
+        Ok(())
+    }
+
+    /// Leads until the queue is empty, waiting for the lock if another leader has it. When
+    /// this returns, every request queued before the call has been answered.
+    pub(crate) fn drive(&self) {
         loop {
-            let req = match held.take() {
-                Some(r) => r,
-                None => match self.recv() {
-                    Some(r) => r,
-                    None => break,
-                },
-            };
+            let mut core = self.core.lock();
+            self.lead(&mut core);
+            drop(core);
+            // A request queued while we released the lock would have no leader otherwise.
+            if self.queue.lock().reqs.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Leads if no one else does; otherwise the current leader answers our request.
+    pub(crate) fn try_drive(&self) {
+        while let Some(mut core) = self.core.try_lock() {
+            self.lead(&mut core);
+            drop(core);
+            if self.queue.lock().reqs.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// True when leading may block for long (fsync, stalls), so an async caller should tell
+    /// its runtime first.
+    pub(crate) fn may_block(&self) -> bool {
+        let cfg = &self.bb.cfg;
+        if cfg.fsync == FsyncPolicy::Always {
+            return true;
+        }
+        let v = self.bb.current();
+        v.imms.len() >= cfg.max_immutables || v.l0_count() >= cfg.l0_compaction_trigger
+    }
+
+    fn lead(&self, core: &mut Core) {
+        loop {
+            let batch = std::mem::take(&mut self.queue.lock().reqs);
+            if batch.is_empty() {
+                return;
+            }
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.process(batch)));
+            if let Err(p) = r {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                self.bb.poison(format!("ingest agent panicked: {msg}"));
+            }
+        }
+    }
+
+    /// The agent's own thread: the `everysec` timer, until shutdown.
+    pub(crate) fn run_timer(&self) {
+        let everysec = self.bb.cfg.fsync == FsyncPolicy::Everysec;
+        loop {
+            let ep = self.bb.epoch();
+            if self.bb.is_shutdown() {
+                break;
+            }
+            if everysec {
+                self.core.lock().timer_sync();
+            }
+            self.bb.wait_change(
+                ep,
+                Some(Duration::from_millis(if everysec { 250 } else { 1000 })),
+            );
+        }
+    }
+
+    /// Refuses new requests, answers queued ones with `Closed` and syncs the WAL.
+    pub(crate) fn close(&self) {
+        let mut core = self.core.lock();
+        let left = {
+            let mut q = self.queue.lock();
+            q.closed = true;
+            std::mem::take(&mut q.reqs)
+        };
+        for r in left {
+            r.fail(Error::Closed);
+        }
+        core.close();
+    }
+}
+
+impl Request {
+    fn fail(self, e: Error) {
+        match self {
+            Request::Write { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::DropPrefix { reply, .. } | Request::Freeze { reply } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
+impl Core {
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if self.dirty && self.bb.poisoned().is_none() {
+            if let Err(e) = self.wal.sync() {
+                tracing::error!(error = %e, "final WAL sync failed");
+            }
+        }
+        self.status.set(AgentState::Stopped);
+    }
+
+    /// Handles a batch in order: consecutive writes are committed as groups.
+    fn process(&mut self, batch: Vec<Request>) {
+        let mut reqs = batch.into_iter().peekable();
+        while let Some(req) = reqs.next() {
+            if self.closed {
+                req.fail(Error::Closed);
+                continue;
+            }
             match req {
                 Request::Write { ops, reply, permit } => {
-                    held = self.group(ops, reply, permit);
+                    let mut group = vec![(ops, reply, permit)];
+                    while let Some(Request::Write { .. }) = reqs.peek() {
+                        if let Some(Request::Write { ops, reply, permit }) = reqs.next() {
+                            group.push((ops, reply, permit));
+                        }
+                    }
+                    self.groups(group);
                 }
                 Request::DropPrefix { prefix, reply } => {
                     let _ = reply.send(self.drop_prefix(prefix));
@@ -180,32 +339,6 @@ impl Ingest {
                     };
                     let _ = reply.send(r);
                 }
-            }
-        }
-        if self.dirty && self.bb.poisoned().is_none() {
-            if let Err(e) = self.wal.sync() {
-                tracing::error!(error = %e, "final WAL sync failed");
-            }
-        }
-        self.status.set(AgentState::Stopped);
-    }
-
-    /// Next request; `None` once the engine shuts down. Runs the `everysec` timer meanwhile.
-    fn recv(&mut self) -> Option<Request> {
-        loop {
-            if self.bb.is_shutdown() {
-                return None;
-            }
-            let wait = if self.dirty && self.bb.cfg.fsync == FsyncPolicy::Everysec {
-                Duration::from_secs(1).saturating_sub(self.last_sync.elapsed())
-            } else {
-                // Wake now and then to notice shutdown even if no sender is left to wake us.
-                Duration::from_millis(200)
-            };
-            match self.rx.recv_timeout(wait) {
-                Ok(r) => return Some(r),
-                Err(RecvTimeoutError::Timeout) => self.timer_sync(),
-                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
@@ -223,87 +356,79 @@ impl Ingest {
         }
     }
 
-    /// Evaluates and commits one group starting with `ops`; returns a non-write request that
-    /// ended the group, to be handled next.
-    fn group(
-        &mut self,
-        ops: Vec<ErasedOp>,
-        reply: WriteReply,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Option<Request> {
-        if let Err(e) = self.bb.check_poison().and_then(|_| self.wait_for_room()) {
-            let _ = reply.send(Err(e));
-            return None;
-        }
-        self.status.set(AgentState::Working);
-        let started = Instant::now();
-        let version = self.bb.current();
-        let mut entries = Vec::new();
-        let mut view = View {
-            version: &version,
-            entries: &mut entries,
-            pending: HashMap::new(),
-            next_seqno: self.next_seqno,
-            now: self.bb.clock.now_ms(),
-        };
-        let mut pending = Vec::new();
-        let mut bytes = 0usize;
-        let mut next = Some((ops, reply, permit));
-        let mut held = None;
-        while let Some((ops, reply, permit)) = next.take() {
-            let mark = (view.entries.len(), view.next_seqno);
-            let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ops.into_iter().map(|op| op(&mut view)).collect::<Vec<_>>()
-            }));
-            match eval {
-                Ok(results) => {
-                    bytes += view.entries[mark.0..]
-                        .iter()
-                        .map(Entry::approx_size)
-                        .sum::<usize>();
-                    pending.push(Pending {
-                        reply,
-                        results,
-                        _permit: permit,
-                    });
+    /// Evaluates and commits consecutive write requests, as few groups as the group byte
+    /// limit allows.
+    fn groups(&mut self, reqs: Vec<(Vec<ErasedOp>, WriteReply, Option<OwnedSemaphorePermit>)>) {
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
+            if let Err(e) = self.bb.check_poison().and_then(|_| self.wait_for_room()) {
+                for (_, reply, _) in reqs {
+                    let _ = reply.send(Err(clone_err(&e)));
                 }
-                Err(_) => {
-                    // A panicking operation fails its own request and leaves no trace; nothing
-                    // was written yet, so the engine need not be poisoned.
-                    view.rollback(mark);
-                    let _ = reply.send(Err(Error::Invalid(
-                        "write operation panicked; request discarded".into(),
-                    )));
-                }
+                return;
             }
-            if bytes >= self.bb.cfg.max_group_bytes {
-                break;
-            }
-            match self.rx.try_recv() {
-                Ok(Request::Write { ops, reply, permit }) => next = Some((ops, reply, permit)),
-                Ok(other) => held = Some(other),
-                Err(_) => {}
-            }
-        }
-        let outcome = self.commit(entries);
-        for p in pending {
-            let r = match &outcome {
-                Ok(()) => Ok(p.results),
-                Err(e) => Err(clone_err(e)),
+            self.status.set(AgentState::Working);
+            let started = Instant::now();
+            let version = self.bb.current();
+            let mut entries = Vec::new();
+            let mut view = View {
+                version: &version,
+                entries: &mut entries,
+                pending: HashMap::new(),
+                next_seqno: self.next_seqno,
+                now: self.bb.clock.now_ms(),
             };
-            let _ = p.reply.send(r);
-        }
-        self.status.busy_us.fetch_add(
-            started.elapsed().as_micros() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.status.set(AgentState::Idle);
-        if outcome.is_ok() && version.mem.approx_bytes() >= self.bb.cfg.memtable_bytes {
-            if let Err(e) = self.rotate() {
-                tracing::warn!(error = %e, "memtable switch failed; will retry");
+            let mut pending = Vec::new();
+            let mut bytes = 0usize;
+            while bytes < self.bb.cfg.max_group_bytes {
+                let Some((ops, reply, permit)) = reqs.next() else {
+                    break;
+                };
+                let mark = (view.entries.len(), view.next_seqno);
+                let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    ops.into_iter().map(|op| op(&mut view)).collect::<Vec<_>>()
+                }));
+                match eval {
+                    Ok(results) => {
+                        bytes += view.entries[mark.0..]
+                            .iter()
+                            .map(Entry::approx_size)
+                            .sum::<usize>();
+                        pending.push(Pending {
+                            reply,
+                            results,
+                            _permit: permit,
+                        });
+                    }
+                    Err(_) => {
+                        // A panicking operation fails its own request and leaves no trace;
+                        // nothing was written yet, so the engine need not be poisoned.
+                        view.rollback(mark);
+                        let _ = reply.send(Err(Error::Invalid(
+                            "write operation panicked; request discarded".into(),
+                        )));
+                    }
+                }
+            }
+            let outcome = self.commit(entries);
+            for p in pending {
+                let r = match &outcome {
+                    Ok(()) => Ok(p.results),
+                    Err(e) => Err(clone_err(e)),
+                };
+                let _ = p.reply.send(r);
+            }
+            self.status.busy_us.fetch_add(
+                started.elapsed().as_micros() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.status.set(AgentState::Idle);
+            if outcome.is_ok() && version.mem.approx_bytes() >= self.bb.cfg.memtable_bytes {
+                if let Err(e) = self.rotate() {
+                    tracing::warn!(error = %e, "memtable switch failed; will retry");
+                }
             }
         }
-        held
     }
 
     fn commit(&mut self, entries: Vec<Entry>) -> Result<()> {
