@@ -209,6 +209,18 @@ fn pipelined_multi_and_other_connections() {
         hello.text().starts_with("NOAUTH HELLO must be called"),
         "{hello:?}"
     );
+    // The commands that work before AUTH.
+    let mut q = Client::connect(srv.port).unwrap();
+    assert_eq!(q.q(&["RESET"]), R::Simple("RESET".into()));
+    assert_eq!(q.q(&["GET", "k"]), R::Err(NOAUTH.into()));
+    assert_eq!(q.q(&["QUIT"]), R::Simple("OK".into()));
+    assert!(q.wait_closed(std::time::Duration::from_secs(60)));
+    let mut h = Client::connect(srv.port).unwrap();
+    assert!(matches!(
+        h.q(&["HELLO", "2", "AUTH", "default", TOKEN]),
+        R::Array(Some(_))
+    ));
+    assert_eq!(h.q(&["GET", "k"]).bulk(), Some(&b"after"[..]));
     // AUTH with a valid token after failures works (no lock-out).
     assert_eq!(c.q(&["AUTH", "default", TOKEN]), R::Simple("OK".into()));
     assert_eq!(c.q(&["GET", "k"]).bulk(), Some(&b"after"[..]));
