@@ -148,6 +148,18 @@ fn rss_anon(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Threads of process `pid` (blocking-pool threads cost stack memory, so RSS follows them).
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn info_field(info: &str, name: &str) -> String {
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:")))
@@ -369,8 +381,9 @@ fn main() {
         let ops = counters.ops.load(Ordering::Relaxed);
         max_stall = info_field(&info, "stall_ms_max");
         println!(
-            "t={t:>4}s rss_anon={:>4}MiB ops/s={:>6} errors={} stalls={} stall_ms_max={} flushes={} compactions={} immutables={} l0={} l1={}",
+            "t={t:>4}s rss_anon={:>4}MiB threads={:>3} ops/s={:>6} errors={} stalls={} stall_ms_max={} flushes={} compactions={} immutables={} l0={} l1={}",
             rss >> 20,
+            threads(pid),
             (ops - last_ops) / 10,
             counters.errors.load(Ordering::Relaxed),
             info_field(&info, "stalls"),
