@@ -248,6 +248,9 @@ async fn serve_inner(
     let dir = cfg.dir.clone();
     let ecfg = cfg.engine_config();
     let shared = Arc::new(Shared::new(cfg, token));
+    // Subscribed before the engine opens: a receiver created later would count a shutdown
+    // already triggered (e.g. a failed open: the data dir is locked) as seen, and never exit.
+    let mut shutdown_rx = shared.shutdown.subscribe();
 
     // Open (recover) the engine in the background; until then commands answer -LOADING.
     {
@@ -279,7 +282,6 @@ async fn serve_inner(
 
     // Every connection holds a clone; when all are dropped, all connections have finished.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut shutdown_rx = shared.shutdown.subscribe();
     let mut signals = signals;
 
     loop {
