@@ -223,6 +223,8 @@ impl Config {
             max_group_bytes: clamp_usize((self.memtable_bytes / 4).max(64 * 1024)),
             write_queue_bytes: clamp_usize((self.memtable_bytes / 2).max(1024 * 1024)),
             block_cache_bytes: clamp_usize(self.block_cache_bytes),
+            // Compaction policy and level sizing keep the engine's defaults.
+            ..EngineConfig::default()
         }
     }
 }

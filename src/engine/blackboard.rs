@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::cache::BlockCache;
 use super::clock::Clock;
+use super::compaction::{self, CompactionPolicy, LevelsView, PolicyStats};
 use super::error::{Error, Result};
 use super::manifest::{Edit, ManifestState, ManifestWriter};
 use super::storage::Storage;
@@ -32,6 +34,15 @@ pub struct Counters {
     pub groups: AtomicU64,
     pub flush_failures: AtomicU64,
     pub compaction_failures: AtomicU64,
+    pub policy_swaps: AtomicU64,
+    pub tasks_cancelled: AtomicU64,
+    pub tasks_rejected: AtomicU64,
+    pub trivial_moves: AtomicU64,
+    pub floor_compactions: AtomicU64,
+    pub reclaim_compactions: AtomicU64,
+    pub slowdowns: AtomicU64,
+    /// Gauge: pending compaction bytes of the last Version ingest looked at.
+    pub pending_compaction_bytes: AtomicU64,
 }
 
 /// What one agent is doing, for `INFO agents` and `AGENT INFO`.
@@ -108,6 +119,13 @@ pub struct Blackboard {
     pub flush_error: Mutex<Option<String>>,
     pub counters: Counters,
     pub agents: Vec<Arc<AgentStatus>>,
+    /// The compaction policy in charge; swapped whole, read by the compaction agent per task.
+    policy: RwLock<Arc<dyn CompactionPolicy>>,
+    /// Data blocks shared by every table of this engine (None when sized 0).
+    pub cache: Option<Arc<BlockCache>>,
+    /// The last epoch at which the compaction agent found nothing to do (see
+    /// [`Blackboard::wait_compaction_idle`]).
+    compaction_idle_epoch: AtomicU64,
 }
 
 impl Blackboard {
@@ -124,7 +142,13 @@ impl Blackboard {
         next_file: u64,
         agents: Vec<Arc<AgentStatus>>,
     ) -> Blackboard {
+        // The config was validated, so the name is known; leveled is the safe fallback anyway.
+        let policy = compaction::policy_by_name(&cfg.compaction_policy)
+            .unwrap_or_else(|_| Arc::new(compaction::Leveled));
         Blackboard {
+            policy: RwLock::new(policy),
+            cache: None,
+            compaction_idle_epoch: AtomicU64::new(0),
             dir,
             storage,
             clock,
@@ -144,15 +168,85 @@ impl Blackboard {
         }
     }
 
+    /// Shares `cache` with the blackboard (the tables opened during recovery already use it).
+    pub fn with_cache(mut self, cache: Option<Arc<BlockCache>>) -> Blackboard {
+        self.cache = cache;
+        self
+    }
+
+    pub fn policy(&self) -> Arc<dyn CompactionPolicy> {
+        self.policy.read().clone()
+    }
+
+    /// Installs a new compaction policy. A task already running finishes under the old one;
+    /// the agent is woken to re-evaluate under the new one.
+    pub fn set_policy(&self, p: Arc<dyn CompactionPolicy>) {
+        let name = p.name().to_string();
+        *self.policy.write() = p;
+        self.counters.policy_swaps.fetch_add(1, Ordering::Relaxed);
+        if let Some(a) = self.agent("compaction") {
+            *a.policy.lock() = name.clone();
+        }
+        tracing::info!(policy = %name, "compaction policy swapped");
+        self.notify();
+    }
+
+    /// Policy inputs for the current config (cursors empty, clock now).
+    pub fn policy_stats(&self) -> PolicyStats {
+        let mut ps = PolicyStats::from_config(&self.cfg);
+        ps.now_ms = self.clock.now_ms();
+        ps
+    }
+
+    /// Bytes the current policy still wants to rewrite in `v`.
+    pub fn pending_compaction_bytes(&self, v: &Version) -> u64 {
+        self.policy()
+            .pending_bytes(&LevelsView::from_version(v), &self.policy_stats())
+    }
+
+    /// Called by the compaction agent when, at `epoch`, it had nothing to do. Wakes waiters
+    /// without bumping the epoch (which would wake the agent itself again).
+    pub fn set_compaction_idle(&self, epoch: u64) {
+        self.compaction_idle_epoch.store(epoch, Ordering::SeqCst);
+        let _ep = self.epoch.lock();
+        self.changed.notify_all();
+    }
+
+    /// Waits until the compaction agent has seen every change up to now and found nothing
+    /// left to do (or the engine stops). For tests and tools: "compactions have settled".
+    pub fn wait_compaction_idle(&self) -> Result<()> {
+        self.notify();
+        let target = self.epoch();
+        loop {
+            self.check_poison()?;
+            if self.is_shutdown() {
+                return Err(Error::Closed);
+            }
+            let mut ep = self.epoch.lock();
+            if self.compaction_idle_epoch.load(Ordering::SeqCst) >= target {
+                return Ok(());
+            }
+            // Timed so a missed wake-up costs a moment, not a hang.
+            self.changed.wait_for(&mut ep, Duration::from_millis(200));
+        }
+    }
+
     pub fn current(&self) -> Arc<Version> {
         self.version.read().clone()
     }
 
-    /// Readers take the seqno first, then the Version: every group at or below that seqno is
-    /// in that Version (data only moves between its parts inside one Version swap).
+    /// Readers take the Version first, then the seqno. Everything in that Version's tables and
+    /// immutables was published before it was installed (so is <= the seqno), and the seqno
+    /// only filters out groups still being inserted into its active memtable; groups published
+    /// into a newer memtable after the Version was taken stay invisible as a whole, so the
+    /// reader sees a consistent prefix that includes every group acknowledged before the read.
+    /// The other order is unsafe with compaction: a reader delayed between the two loads could
+    /// get a Version whose compactions already replaced every version of a key at or below its
+    /// seqno by a newer one, and see the key as missing.
     pub fn snapshot(&self) -> (SeqNo, Arc<Version>) {
+        let v = self.current();
         let s = self.visible.load(Ordering::Acquire);
-        (s, self.current())
+        (s, v)
     }
 
     pub fn visible(&self) -> SeqNo {

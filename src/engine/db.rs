@@ -16,7 +16,9 @@ use tokio::sync::{oneshot, Semaphore};
 use super::agents::ingest::{ErasedOp, Ingest, Request};
 use super::agents::{self, flush};
 use super::blackboard::{AgentStatus, Blackboard};
+use super::cache::BlockCache;
 use super::clock::{Clock, SystemClock};
+use super::compaction::{self, CompactionPolicy, LevelsView};
 use super::error::{Error, IoContext, Result};
 use super::iter::{MergeIter, NewestIter};
 use super::manifest::{self, ManifestState, ManifestWriter, MANIFEST_FILE};
@@ -25,7 +27,7 @@ use super::storage::{FsStorage, Storage};
 use super::types::SeqNo;
 use super::version::{TableHandle, Version, NUM_LEVELS};
 use super::wal::{self, WalWriter};
-use super::{AgentStats, EngineConfig, EngineStats, Op, Value};
+use super::{AgentStats, EngineConfig, EngineStats, LevelStats, Op, Value};
 
 /// A handle to an open engine; clones share it. `close()` (or dropping the last handle) stops
 /// the agents.
@@ -97,13 +99,21 @@ impl Engine {
             }
         };
 
+        let cache =
+            (cfg.block_cache_bytes > 0).then(|| Arc::new(BlockCache::new(cfg.block_cache_bytes)));
+
         // Tables the MANIFEST lists.
         let mut max_file = state.next_file;
         let mut last_seqno = state.last_seqno;
         let mut levels: Vec<Vec<Arc<TableHandle>>> = vec![Vec::new(); NUM_LEVELS];
         for meta in state.tables.values() {
             let path = db.join(format!("{:06}.sst", meta.id));
-            let table = super::sstable::Table::open(storage.as_ref(), &path, meta.id)?;
+            let table = super::sstable::Table::open_cached(
+                storage.as_ref(),
+                &path,
+                meta.id,
+                cache.clone(),
+            )?;
             last_seqno = last_seqno.max(table.props().max_seqno);
             max_file = max_file.max(meta.id + 1);
             let level = (meta.level as usize).min(NUM_LEVELS - 1);
@@ -187,20 +197,23 @@ impl Engine {
         let agents_status = vec![
             Arc::new(AgentStatus::new("ingest", "group-commit")),
             Arc::new(AgentStatus::new("flush", "oldest-first")),
-            Arc::new(AgentStatus::new("compaction", "l0-to-l1")),
+            Arc::new(AgentStatus::new("compaction", &cfg.compaction_policy)),
         ];
-        let bb = Arc::new(Blackboard::new(
-            db,
-            storage,
-            clock,
-            cfg.clone(),
-            version,
-            writer,
-            state,
-            last_seqno,
-            next_file,
-            agents_status,
-        ));
+        let bb = Arc::new(
+            Blackboard::new(
+                db,
+                storage,
+                clock,
+                cfg.clone(),
+                version,
+                writer,
+                state,
+                last_seqno,
+                next_file,
+                agents_status,
+            )
+            .with_cache(cache),
+        );
 
         let ingest = Arc::new(Ingest::new(bb.clone(), wal));
         let spawn_err = |e| Error::io("starting agent threads", e);
@@ -414,11 +427,77 @@ impl Engine {
         Ok(())
     }
 
+    /// Swaps the compaction policy at run time: "leveled" or "tiered". A task in flight
+    /// finishes under the old policy; the swap is counted in `policy_swaps`.
+    pub fn set_compaction_policy(&self, name: &str) -> Result<()> {
+        let p = compaction::policy_by_name(name)?;
+        self.bb().set_policy(p);
+        Ok(())
+    }
+
+    /// Installs any policy object (tests and experiments).
+    pub fn set_policy_object(&self, policy: Arc<dyn CompactionPolicy>) {
+        self.bb().set_policy(policy);
+    }
+
+    /// What every live table holds (level, key range, size, entries, tombstones, expiry
+    /// range), as the compaction policy sees it.
+    pub fn levels_view(&self) -> LevelsView {
+        LevelsView::from_version(&self.bb().current())
+    }
+
+    /// Name of the compaction policy in charge.
+    pub fn compaction_policy(&self) -> String {
+        self.bb().policy().name().to_string()
+    }
+
+    /// Waits until the compaction agent has looked at the current state and found nothing
+    /// more to do. Compactions go on in the background regardless; this is for tests and tools.
+    pub fn wait_for_compactions(&self) -> Result<()> {
+        self.bb().wait_compaction_idle()
+    }
+
     pub fn stats(&self) -> EngineStats {
         let bb = self.bb();
         let v = bb.current();
         let c = &bb.counters;
+        let view = LevelsView::from_version(&v);
+        let policy = bb.policy();
+        let ps = bb.policy_stats();
+        let scores = policy.scores(&view, &ps);
+        let user_bytes = c.user_bytes.load(Relaxed);
+        let written = c.wal_bytes.load(Relaxed) + c.table_bytes_written.load(Relaxed);
+        let cache = bb.cache.as_deref();
         EngineStats {
+            level_stats: view
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LevelStats {
+                    files: l.len(),
+                    bytes: l.iter().map(|t| t.size).sum(),
+                    score: scores.get(i).copied().unwrap_or(0.0),
+                })
+                .collect(),
+            compaction_policy: policy.name().to_string(),
+            policy_swaps: c.policy_swaps.load(Relaxed),
+            tasks_cancelled: c.tasks_cancelled.load(Relaxed),
+            tasks_rejected: c.tasks_rejected.load(Relaxed),
+            trivial_moves: c.trivial_moves.load(Relaxed),
+            floor_compactions: c.floor_compactions.load(Relaxed),
+            reclaim_compactions: c.reclaim_compactions.load(Relaxed),
+            compaction_failures: c.compaction_failures.load(Relaxed),
+            pending_compaction_bytes: policy.pending_bytes(&view, &ps),
+            slowdowns: c.slowdowns.load(Relaxed),
+            cache_hits: cache.map_or(0, |c| c.hits()),
+            cache_misses: cache.map_or(0, |c| c.misses()),
+            cache_bytes: cache.map_or(0, |c| c.bytes()),
+            cache_capacity: cache.map_or(0, |c| c.capacity()),
+            write_amplification: if user_bytes == 0 {
+                0.0
+            } else {
+                written as f64 / user_bytes as f64
+            },
             visible_seqno: bb.visible(),
             memtable_bytes: v.mem.approx_bytes() as u64,
             immutables: v.imms.len(),

@@ -7,7 +7,9 @@
 
 pub mod agents;
 pub mod blackboard;
+pub mod cache;
 pub mod clock;
+pub mod compaction;
 pub mod error;
 pub mod fault;
 pub mod iter;
@@ -61,6 +63,18 @@ pub struct EngineConfig {
     /// Backpressure: bytes of operations queued for the ingest agent before writers wait.
     pub write_queue_bytes: usize,
     pub block_cache_bytes: usize,
+    /// "leveled" or "tiered"; swappable at run time with `Engine::set_compaction_policy`.
+    pub compaction_policy: String,
+    /// Leveled: target size of L1; Ln's target is `level_base_bytes * level_ratio^(n-1)`.
+    pub level_base_bytes: u64,
+    pub level_ratio: u64,
+    /// Above this many L0 tables each write group is delayed a little (clamped to the
+    /// compaction and stop triggers).
+    pub l0_slowdown_trigger: usize,
+    /// Backpressure on bytes the compaction policy still wants to rewrite: delay each group
+    /// above the first, stop writers above the second (while compaction can make progress).
+    pub pending_compaction_bytes_slowdown: u64,
+    pub pending_compaction_bytes_stop: u64,
 }
 
 /// A live value as read.
@@ -92,6 +106,38 @@ pub struct EngineStats {
     pub stall_ms_max: u64,
     pub poisoned: Option<String>,
     pub agents: Vec<AgentStats>,
+    /// Per level: files, bytes and the current policy's score (>= 1.0: it wants to compact).
+    pub level_stats: Vec<LevelStats>,
+    /// Name of the compaction policy in charge.
+    pub compaction_policy: String,
+    pub policy_swaps: u64,
+    /// Compaction tasks abandoned at shutdown (their outputs deleted).
+    pub tasks_cancelled: u64,
+    /// Tasks a policy proposed that failed validation (nothing was run).
+    pub tasks_rejected: u64,
+    pub trivial_moves: u64,
+    /// Compactions the engine ran on its own: the L0 floor and expired-data reclaim.
+    pub floor_compactions: u64,
+    pub reclaim_compactions: u64,
+    pub compaction_failures: u64,
+    /// Bytes the policy still wants to rewrite (drives backpressure).
+    pub pending_compaction_bytes: u64,
+    /// Write groups delayed by the slowdown triggers.
+    pub slowdowns: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    pub cache_capacity: u64,
+    /// (wal_bytes + table_bytes_written) / user_bytes; 0 before any write.
+    pub write_amplification: f64,
+}
+
+/// One level in [`EngineStats::level_stats`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LevelStats {
+    pub files: usize,
+    pub bytes: u64,
+    pub score: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +166,12 @@ impl Default for EngineConfig {
             max_group_bytes: 4 << 20,
             write_queue_bytes: 64 << 20,
             block_cache_bytes: 64 << 20,
+            compaction_policy: "leveled".to_string(),
+            level_base_bytes: 256 << 20,
+            level_ratio: 10,
+            l0_slowdown_trigger: 8,
+            pending_compaction_bytes_slowdown: 64 << 30,
+            pending_compaction_bytes_stop: 256 << 30,
         }
     }
 }
@@ -151,6 +203,24 @@ impl EngineConfig {
         }
         if self.max_group_bytes == 0 || self.write_queue_bytes == 0 {
             return bad("write_queue_bytes", "must be positive");
+        }
+        if !compaction::POLICY_NAMES.contains(&self.compaction_policy.as_str()) {
+            return bad(
+                "compaction_policy",
+                &format!("must be one of: {}", compaction::POLICY_NAMES.join(", ")),
+            );
+        }
+        if self.level_base_bytes < 1024 {
+            return bad("level_base_bytes", "must be at least 1024");
+        }
+        if !(2..=1000).contains(&self.level_ratio) {
+            return bad("level_ratio", "must be between 2 and 1000");
+        }
+        if self.pending_compaction_bytes_stop < self.pending_compaction_bytes_slowdown {
+            return bad(
+                "pending_compaction_bytes_stop",
+                "must be at least pending_compaction_bytes_slowdown",
+            );
         }
         Ok(())
     }

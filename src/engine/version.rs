@@ -44,6 +44,19 @@ impl TableHandle {
         }
     }
 
+    /// A handle on the same file at another level (trivial move). The old handle must not be
+    /// marked obsolete: both name the same file.
+    pub fn relevel(&self, level: u8) -> TableHandle {
+        let mut meta = self.meta.clone();
+        meta.level = level;
+        TableHandle::new(
+            meta,
+            self.table.clone(),
+            self.storage.clone(),
+            self.path.clone(),
+        )
+    }
+
     pub fn mark_obsolete(&self) {
         self.obsolete.store(true, Ordering::SeqCst);
     }

@@ -115,7 +115,12 @@ pub(crate) fn open_handle(
     _size: u64,
 ) -> Result<Arc<TableHandle>> {
     let path = bb.table_path(id);
-    let table = Arc::new(Table::open(bb.storage.as_ref(), &path, id)?);
+    let table = Arc::new(Table::open_cached(
+        bb.storage.as_ref(),
+        &path,
+        id,
+        bb.cache.clone(),
+    )?);
     let p = table.props();
     let meta = TableMeta {
         id,

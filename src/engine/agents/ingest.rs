@@ -28,6 +28,9 @@ use crate::engine::version::Version;
 use crate::engine::wal::WalWriter;
 use crate::engine::{FsyncPolicy, Value};
 
+/// Delay of one write group above a slowdown trigger.
+const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
+
 pub(crate) type AnyBox = Box<dyn Any + Send>;
 pub(crate) type ErasedOp = Box<dyn FnOnce(&mut View<'_>) -> AnyBox + Send>;
 pub(crate) type WriteReply = oneshot::Sender<Result<Vec<AnyBox>>>;
@@ -150,6 +153,9 @@ struct Core {
     last_sync: Instant,
     status: Arc<AgentStatus>,
     closed: bool,
+    /// Pending compaction bytes of a Version. A Weak (not the pointer) so the allocation cannot
+    /// be reused by a newer Version while cached, and no tables are kept alive.
+    pending_cache: Option<(std::sync::Weak<Version>, u64)>,
 }
 
 struct Pending {
@@ -179,6 +185,7 @@ impl Ingest {
                 last_sync: Instant::now(),
                 status,
                 closed: false,
+                pending_cache: None,
             }),
         }
     }
@@ -229,7 +236,14 @@ impl Ingest {
             return true;
         }
         let v = self.bb.current();
-        v.imms.len() >= cfg.max_immutables || v.l0_count() >= cfg.l0_compaction_trigger
+        v.imms.len() >= cfg.max_immutables
+            || v.l0_count() >= cfg.l0_compaction_trigger
+            || self
+                .bb
+                .counters
+                .pending_compaction_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= cfg.pending_compaction_bytes_slowdown
     }
 
     fn lead(&self, core: &mut Core) {
@@ -477,15 +491,60 @@ impl Core {
         Ok(())
     }
 
-    /// Writers wait here while immutables or L0 are at their limit (counted as a stall).
+    /// Bytes the compaction policy still wants to rewrite, recomputed only when the Version
+    /// changes (this runs once per group).
+    fn pending_compaction(&mut self, v: &Arc<Version>) -> u64 {
+        match &self.pending_cache {
+            Some((w, p)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(v)) => *p,
+            _ => {
+                let p = self.bb.pending_compaction_bytes(v);
+                self.pending_cache = Some((Arc::downgrade(v), p));
+                // Published for `may_block`, which cannot afford to compute it.
+                self.bb
+                    .counters
+                    .pending_compaction_bytes
+                    .store(p, std::sync::atomic::Ordering::Relaxed);
+                p
+            }
+        }
+    }
+
+    /// Writers wait here while immutables, L0 or pending compaction bytes are at their limit
+    /// (counted as a stall), and are delayed a little above the slowdown triggers so that
+    /// compaction can catch up before a hard stop.
     fn wait_for_room(&mut self) -> Result<()> {
-        let cfg = &self.bb.cfg;
+        let cfg = self.bb.cfg.clone();
+        let slow_l0 = cfg
+            .l0_slowdown_trigger
+            .clamp(cfg.l0_compaction_trigger, cfg.l0_stop_trigger);
         let mut stall_start: Option<Instant> = None;
+        let mut slowed = false;
         let r = loop {
             let ep = self.bb.epoch();
             let v = self.bb.current();
-            let full = v.imms.len() >= cfg.max_immutables || v.l0_count() >= cfg.l0_stop_trigger;
+            let pending = self.pending_compaction(&v);
+            // Stopping on pending bytes only while compaction works on them: a policy that
+            // chooses to leave bytes over target must not stall writers forever.
+            let compacting = self
+                .bb
+                .agent("compaction")
+                .is_some_and(|a| *a.state.lock() == AgentState::Working);
+            let full = v.imms.len() >= cfg.max_immutables
+                || v.l0_count() >= cfg.l0_stop_trigger
+                || (compacting && pending >= cfg.pending_compaction_bytes_stop);
             if !full {
+                let slow =
+                    v.l0_count() >= slow_l0 || pending >= cfg.pending_compaction_bytes_slowdown;
+                if slow && !slowed && stall_start.is_none() {
+                    slowed = true;
+                    self.bb
+                        .counters
+                        .slowdowns
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A bounded delay per group, not a wait for a condition.
+                    std::thread::sleep(SLOWDOWN_DELAY);
+                    continue;
+                }
                 break Ok(());
             }
             if let Err(e) = self.bb.check_poison() {

@@ -93,6 +93,21 @@ pub struct Block {
 }
 
 impl Block {
+    /// The same block over its own copy of the bytes (for caching: a slice of a table's
+    /// memory map would keep the whole mapping alive).
+    pub fn detached(&self) -> Block {
+        Block {
+            data: Bytes::copy_from_slice(&self.data),
+            entries_end: self.entries_end,
+            num_restarts: self.num_restarts,
+        }
+    }
+
+    /// Bytes held.
+    pub fn byte_size(&self) -> usize {
+        self.data.len()
+    }
+
     pub fn parse(data: Bytes) -> Result<Block, Bad> {
         let len = data.len();
         if len < 4 {

@@ -14,6 +14,17 @@ mod reader;
 mod writer;
 
 pub use format::TableProps;
+
+/// A parsed, checksum-verified data block as the block cache holds it.
+#[derive(Clone)]
+pub struct CachedBlock(block::Block);
+
+impl CachedBlock {
+    /// Bytes of block data held (the cache's accounting unit).
+    pub fn byte_size(&self) -> usize {
+        self.0.byte_size()
+    }
+}
 pub use reader::{Table, TableIter, TableStats};
 pub use writer::{TableOptions, TableWriter};
 

@@ -15,6 +15,8 @@ use super::format::{
     cmp_internal, decode_index, BlockHandle, Decoder, Footer, IndexEntry, TableProps, CRC_LEN,
     FOOTER_LEN,
 };
+use super::CachedBlock;
+use crate::engine::cache::BlockCache;
 use crate::engine::error::{Error, Result};
 use crate::engine::storage::Storage;
 use crate::engine::types::Entry;
@@ -50,6 +52,7 @@ pub struct Table {
     blocks_read: AtomicU64,
     bloom_checks: AtomicU64,
     bloom_negatives: AtomicU64,
+    cache: Option<Arc<BlockCache>>,
 }
 
 impl std::fmt::Debug for Table {
@@ -87,6 +90,17 @@ fn read_block(data: &Bytes, path: &Path, h: BlockHandle, what: &str) -> Result<B
 
 impl Table {
     pub fn open(storage: &dyn Storage, path: &Path, id: u64) -> Result<Table> {
+        Self::open_cached(storage, path, id, None)
+    }
+
+    /// Opens a table whose data blocks go through `cache` (table ids must be unique among
+    /// the tables sharing a cache: the cache key is (id, block number)).
+    pub fn open_cached(
+        storage: &dyn Storage,
+        path: &Path,
+        id: u64,
+        cache: Option<Arc<BlockCache>>,
+    ) -> Result<Table> {
         let map = storage
             .map(path)
             .map_err(|e| Error::io(format!("map table {}", path.display()), e))?;
@@ -176,6 +190,7 @@ impl Table {
             blocks_read: AtomicU64::new(0),
             bloom_checks: AtomicU64::new(0),
             bloom_negatives: AtomicU64::new(0),
+            cache,
         })
     }
 
@@ -214,9 +229,19 @@ impl Table {
                 "data block number out of range",
             ));
         };
+        // Block numbers fit in u32: a table with 2^32 blocks would be terabytes.
+        let bno = i as u32;
+        if let Some(c) = &self.cache {
+            if let Some(CachedBlock(b)) = c.get(self.id, bno) {
+                return Ok(b.iter());
+            }
+        }
         self.blocks_read.fetch_add(1, Relaxed);
         let raw = read_block(&self.data, &self.path, ie.handle, "data block")?;
         let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
+        if let Some(c) = &self.cache {
+            c.insert(self.id, bno, CachedBlock(block.detached()));
+        }
         Ok(block.iter())
     }
 
