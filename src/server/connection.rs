@@ -58,6 +58,11 @@ pub struct Conn {
     ops: Vec<Op<Reply>>,
     ops_bytes: usize,
     slots: Vec<Slot>,
+    /// `max_bulk_bytes` as read at the start of the current batch (one config lock per batch,
+    /// not one per command).
+    max_bulk: u64,
+    /// Commands of the current batch, added to the shared counter once per batch.
+    batch_cmds: u64,
 }
 
 /// Serves one client until it disconnects, errs, or the server shuts down.
@@ -73,7 +78,7 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
         proto: 2,
         created: Instant::now(),
         last_active: Instant::now(),
-        last_cmd: "NULL".to_string(),
+        last_cmd: "NULL",
         multi: None,
         lib_name: None,
         lib_ver: None,
@@ -94,26 +99,37 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
         ops: Vec::new(),
         ops_bytes: 0,
         slots: Vec::new(),
+        max_bulk: shared.cfg.read().max_bulk_bytes,
+        batch_cmds: 0,
     };
     if let Err(e) = conn.serve(&mut sock).await {
         debug!(client = id, "connection ended: {e}");
     }
+    conn.count_commands();
     shared.clients.lock().remove(&id);
 }
 
 impl Conn {
     async fn serve(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
         let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            return Ok(());
+        }
+        // One shutdown waiter for the connection's life, not one registered and removed in
+        // the watch channel's shared waiter list around every read.
+        let mut stop = std::pin::pin!(shutdown.changed());
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut parser = RequestParser::default();
         loop {
-            if *shutdown.borrow() {
+            if self.shared.is_shutting_down() {
                 return Ok(());
             }
+            // Read first: the stop future is then polled only when no input is ready.
             let n = tokio::select! {
+                biased;
                 r = sock.read_buf(&mut inbuf) => r?,
-                _ = shutdown.changed() => return Ok(()),
+                _ = &mut stop => return Ok(()),
             };
             if n == 0 {
                 return Ok(());
@@ -131,6 +147,7 @@ impl Conn {
                     c.query_buffer_bytes as usize,
                 )
             };
+            self.max_bulk = max_bulk;
             loop {
                 let lim = Limits {
                     max_bulk,
@@ -181,6 +198,7 @@ impl Conn {
             }
             self.flush_writes().await;
             self.encode_ready(&mut out);
+            self.count_commands();
             if !out.is_empty() {
                 sock.write_all(&out).await?;
                 self.shared
@@ -196,6 +214,16 @@ impl Conn {
                 let _ = sock.shutdown().await;
                 return Ok(());
             }
+        }
+    }
+
+    fn count_commands(&mut self) {
+        if self.batch_cmds > 0 {
+            self.shared
+                .stats
+                .commands_processed
+                .fetch_add(self.batch_cmds, Ordering::Relaxed);
+            self.batch_cmds = 0;
         }
     }
 
@@ -250,7 +278,7 @@ impl Conn {
         DataCtx {
             now_ms: self.shared.engine().map(|e| e.now_ms()).unwrap_or(0),
             db: self.db,
-            max_bulk: self.shared.cfg.read().max_bulk_bytes,
+            max_bulk: self.max_bulk,
         }
     }
 
@@ -266,15 +294,12 @@ impl Conn {
     }
 
     async fn dispatch(&mut self, argv: Vec<Bytes>, out: &mut BytesMut) {
-        self.shared
-            .stats
-            .commands_processed
-            .fetch_add(1, Ordering::Relaxed);
+        self.batch_cmds += 1;
         let spec = commands::lookup(&argv[0]);
         {
             let mut info = self.info.lock();
             info.last_active = Instant::now();
-            info.last_cmd = spec.map(|s| s.name).unwrap_or("unknown").to_string();
+            info.last_cmd = spec.map_or("unknown", |s| s.name);
         }
         let Some(spec) = spec else {
             self.flag_multi_error();
@@ -324,6 +349,8 @@ impl Conn {
             }
             Handler::Conn => {
                 self.flush_writes().await;
+                // INFO and friends must see this batch's commands counted.
+                self.count_commands();
                 // Earlier replies go out in the protocol they were produced under (HELLO and
                 // RESET change it).
                 self.encode_ready(out);
@@ -353,15 +380,20 @@ impl Conn {
             Job::Read(f) => {
                 // Read-your-writes: the pending group must be applied first.
                 self.flush_writes().await;
-                let r = match self.engine() {
-                    Ok(engine) => {
+                // Borrowed, not cloned: an Arc clone per read is a contended atomic between
+                // the worker threads.
+                let r = match self.shared.engine() {
+                    Some(engine) => {
                         let mut rd = EngineReader {
                             now: engine.now_ms(),
-                            engine: &engine,
+                            engine,
                         };
                         f(&mut rd)
                     }
-                    Err(r) => r,
+                    None => match self.engine() {
+                        Err(r) => r,
+                        Ok(_) => Reply::err("LOADING Redis is loading the dataset in memory"),
+                    },
                 };
                 self.reply(r);
             }

@@ -43,7 +43,7 @@ pub struct ClientInfo {
     pub proto: u8,
     pub created: Instant,
     pub last_active: Instant,
-    pub last_cmd: String,
+    pub last_cmd: &'static str,
     pub multi: Option<usize>,
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,

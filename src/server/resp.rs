@@ -377,11 +377,27 @@ impl Reply {
 }
 
 fn encode_bulk(prefix: &[u8], b: &[u8], out: &mut BytesMut) {
-    use std::fmt::Write as _;
+    out.reserve(prefix.len() + 24 + b.len());
     out.extend_from_slice(prefix);
-    let _ = write!(Fmt(out), "{}\r\n", b.len());
+    put_decimal(b.len() as u64, out);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal without going through `fmt` (every bulk reply has a length).
+fn put_decimal(mut n: u64, out: &mut BytesMut) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Simple strings and errors cannot carry CR/LF; Redis replaces them with spaces.
@@ -537,5 +553,16 @@ mod tests {
         Reply::NilArray.encode(2, &mut b);
         Reply::Verbatim(Bytes::from("x")).encode(3, &mut b);
         assert_eq!(&b[..], b"_\r\n*-1\r\n=5\r\ntxt:x\r\n");
+    }
+
+    #[test]
+    fn bulk_lengths_in_decimal() {
+        for n in [0usize, 1, 9, 10, 99, 100, 12345, 1 << 20] {
+            let mut b = BytesMut::new();
+            Reply::Bulk(Bytes::from(vec![b'x'; n])).encode(2, &mut b);
+            let head = format!("${n}\r\n");
+            assert_eq!(&b[..head.len()], head.as_bytes());
+            assert_eq!(b.len(), head.len() + n + 2);
+        }
     }
 }

@@ -797,8 +797,12 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     if name.len() > 32 {
         return None;
     }
-    let lower = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
-    map.get(lower.as_str()).copied()
+    // Lower-cased on the stack: this runs for every command.
+    let mut buf = [0u8; 32];
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    map.get(std::str::from_utf8(lower).ok()?).copied()
 }
 
 // ---- shared replies and argument parsing ----

@@ -146,6 +146,14 @@ pub fn set(ctx: &DataCtx, a: &[Bytes]) -> Job {
         (None, true) => Expiry::Keep,
         (None, false) => Expiry::Clear,
     };
+    if !(o.nx || o.xx || o.get || o.keepttl) {
+        // A plain SET does not depend on the old value: skip the lookup, which would run on
+        // the ingest agent's thread (memtable, then bloom filters and blocks of the tables).
+        return Job::write(move |st: &mut dyn Store| {
+            put_with(st, key, val, expiry, None);
+            Reply::ok()
+        });
+    }
     Job::write(move |st: &mut dyn Store| {
         let old = tri!(st.get(&key));
         let old_reply = || match &old {
