@@ -39,7 +39,8 @@ pub struct Config {
     pub maxclients: u32,
     pub max_bulk_bytes: u64,
     pub max_multibulk_len: u64,
-    /// Largest inline request line, and the cap on a client's unparsed input.
+    /// Cap on the request input one client holds: unparsed bytes, the arguments of a partly
+    /// received request, and commands queued by MULTI (Redis' client-query-buffer-limit).
     pub query_buffer_bytes: u64,
     /// Hard limit on replies buffered for one client; above it the client is disconnected.
     pub client_output_buffer_bytes: u64,

