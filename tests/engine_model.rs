@@ -239,9 +239,9 @@ fn readers_never_see_a_partial_group() {
         engine.write(group).unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        assert!(r.join().unwrap() > 0);
-    }
+    // Together, not each: on a busy machine one reader may be starved for the whole run.
+    let checks: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(checks > 0);
     assert!(
         engine.stats().flushes > 0,
         "flushes happened during the test"
