@@ -6,20 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::groups::*;
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sndv_kv::engine::fault::{CutMode, FaultStorage, SyncClass};
-use sndv_kv::engine::{Engine, FsyncPolicy, Op, SystemClock};
-
-type Model = BTreeMap<Bytes, Option<Bytes>>;
-
-/// One group of writes: (key, Some(value) | None for delete).
-type Group = Vec<(Bytes, Option<Bytes>)>;
+use sndv_kv::engine::{Engine, FsyncPolicy, SystemClock};
 
 fn open(dir: &std::path::Path, fs: &FaultStorage) -> sndv_kv::engine::Result<Engine> {
     Engine::open_with(
@@ -47,59 +42,6 @@ fn make_groups(seed: u64, n: usize) -> Vec<Group> {
                 .collect()
         })
         .collect()
-}
-
-fn to_ops(g: &Group) -> Vec<Op<()>> {
-    g.iter()
-        .map(|(k, v)| match v {
-            Some(v) => put(k.clone(), v.clone()),
-            None => del(k.clone()),
-        })
-        .collect()
-}
-
-fn apply(m: &mut Model, g: &Group) {
-    for (k, v) in g {
-        m.insert(k.clone(), v.clone());
-    }
-}
-
-/// Runs groups until one fails; returns (model of acknowledged groups, the failed group).
-fn run(engine: &Engine, groups: &[Group]) -> (Model, Option<Group>) {
-    let mut m = Model::new();
-    for g in groups {
-        match engine.write(to_ops(g)) {
-            Ok(_) => apply(&mut m, g),
-            Err(_) => return (m, Some(g.clone())),
-        }
-    }
-    (m, None)
-}
-
-fn matches(engine: &Engine, m: &Model) -> Result<(), String> {
-    for (k, v) in m {
-        let got = engine.get(k).map_err(|e| format!("get {k:?}: {e}"))?;
-        if got.as_ref().map(|x| &x.data) != v.as_ref() {
-            return Err(format!("{k:?}: got {:?}, want {v:?}", got.map(|x| x.data)));
-        }
-    }
-    Ok(())
-}
-
-/// Acknowledged state present; the in-flight group all there or not at all.
-fn check(engine: &Engine, acked: &Model, in_flight: &Option<Group>) -> Result<(), String> {
-    match in_flight {
-        None => matches(engine, acked),
-        Some(g) => {
-            let mut with = acked.clone();
-            apply(&mut with, g);
-            matches(engine, acked).or_else(|e1| {
-                matches(engine, &with).map_err(|e2| {
-                    format!("neither without ({e1}) nor with ({e2}) the in-flight group")
-                })
-            })
-        }
-    }
 }
 
 const GROUPS: usize = 120;

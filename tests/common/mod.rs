@@ -1,6 +1,8 @@
 //! Helpers shared by the engine scenario tests.
 #![allow(dead_code)]
 
+pub mod groups;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
