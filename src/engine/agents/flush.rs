@@ -98,22 +98,15 @@ pub(crate) fn write_table(
         let _ = bb.storage.remove(&path);
         return Ok(None);
     }
-    let props = match w.finish() {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = bb.storage.remove(&path);
-            return Err(e);
-        }
-    };
-    open_handle(bb, id, level, props.file_size).map(Some)
+    if let Err(e) = w.finish() {
+        let _ = bb.storage.remove(&path);
+        return Err(e);
+    }
+    open_handle(bb, id, level).map(Some)
 }
 
-pub(crate) fn open_handle(
-    bb: &Blackboard,
-    id: u64,
-    level: u8,
-    _size: u64,
-) -> Result<Arc<TableHandle>> {
+/// Opens a finished table; its size and key range come from the table's own properties.
+pub(crate) fn open_handle(bb: &Blackboard, id: u64, level: u8) -> Result<Arc<TableHandle>> {
     let path = bb.table_path(id);
     let table = Arc::new(Table::open_cached(
         bb.storage.as_ref(),
