@@ -135,7 +135,11 @@ impl Engine {
             .filter_map(|n| file_number(n, ".log"))
             .filter(|&n| n >= state.log_number)
             .collect();
-        let recovered = Arc::new(Memtable::new(None));
+        // Sized for every segment being a full memtable (the index only speeds lookups up).
+        let recovered = Arc::new(Memtable::with_budget(
+            None,
+            cfg.memtable_bytes.saturating_mul(segs.len().max(1)),
+        ));
         let last_seg = segs.iter().next_back().copied();
         for &n in &segs {
             let path = db.join(format!("{n:06}.log"));
@@ -188,7 +192,10 @@ impl Engine {
             }
         }
 
-        let mut version = Version::new(Arc::new(Memtable::new(Some(wal_n))));
+        let mut version = Version::new(Arc::new(Memtable::with_budget(
+            Some(wal_n),
+            cfg.memtable_bytes,
+        )));
         version.levels = levels;
         version.drops = Arc::new(state.drops.clone());
         if keep_recovered {
@@ -249,8 +256,13 @@ impl Engine {
 
     /// The live (present, unexpired) value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.get_at(key, self.bb().clock.now_ms())
+    }
+
+    /// [`Engine::get`] with expiry judged at `now_ms` (a caller that already read the clock).
+    pub fn get_at(&self, key: &[u8], now_ms: u64) -> Result<Option<Value>> {
         let (snap, v) = self.bb().snapshot();
-        let now = self.bb().clock.now_ms();
+        let now = now_ms;
         Ok(v.lookup(key, snap)?
             .filter(|e| e.is_live(now) && !v.is_dropped(e))
             .map(Value::from_entry))

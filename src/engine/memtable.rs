@@ -1,71 +1,151 @@
-//! The sorted in-memory table: a lock-free skip list keyed by (user key, seqno descending), so
-//! readers run concurrently with the ingest agent and the newest version of a key comes first.
+//! The in-memory table: every key once in a lock-free skip list (the order, for flushes and
+//! scans), each key's versions in a newest-first chain, and a hash index over the keys for
+//! point operations.
+//!
+//! Point reads and overwrites do one hash probe instead of a skip-list search (one cache miss
+//! per level of the search over millions of nodes was the largest cost of GET and SET in the
+//! profiles); only the first write of a key searches the skip list, to link it in order.
+//!
+//! Concurrency: one writer at a time (the ingest leader under its lock, or recovery), any
+//! number of readers without locks. A key record or version, once linked, is never moved or
+//! freed before the memtable is dropped, and readers hold the memtable by `Arc`, so the raw
+//! pointers below stay valid for as long as a reader can reach them. The writer links a
+//! version (Release) before the group's seqno is published; a reader takes the published
+//! seqno (Acquire) before it probes, so it sees every version up to its snapshot and skips
+//! the newer ones by seqno.
 
 use std::borrow::Borrow;
-use std::cmp::Reverse;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use crossbeam_skiplist::map::Entry as MapEntry;
 use crossbeam_skiplist::SkipMap;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::types::{Entry, Kind, SeqNo};
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct InternalKey {
-    /// The key's first 16 bytes, zero-padded, big-endian: ordered like the key itself (a
-    /// monotone function of it), so most comparisons of a skip-list search end here without
-    /// following the pointer to the key's bytes (a cache miss per comparison otherwise).
-    /// Declared first: the derived order compares it first.
-    head: u128,
+/// One version of a key.
+struct Ver {
+    seqno: SeqNo,
+    kind: Kind,
+    type_tag: u8,
+    expire_at: u64,
+    value: Bytes,
+    /// The next older version (null at the end). Written before the version is linked.
+    next: AtomicPtr<Ver>,
+}
+
+/// One key and its versions, newest first.
+struct KeyRec {
+    hash: u64,
     key: Bytes,
-    seqno: Reverse<SeqNo>,
+    newest: AtomicPtr<Ver>,
 }
 
-fn head_of(key: &[u8]) -> u128 {
-    let mut b = [0u8; 16];
-    let n = key.len().min(16);
-    b[..n].copy_from_slice(&key[..n]);
-    u128::from_be_bytes(b)
-}
+impl KeyRec {
+    /// The newest version with seqno <= `snapshot`.
+    fn version_at(&self, snapshot: SeqNo) -> Option<&Ver> {
+        let mut p = self.newest.load(Ordering::Acquire);
+        // SAFETY: versions are freed only when the memtable (which owns this record) drops.
+        while let Some(v) = unsafe { p.as_ref() } {
+            if v.seqno <= snapshot {
+                return Some(v);
+            }
+            p = v.next.load(Ordering::Acquire);
+        }
+        None
+    }
 
-impl InternalKey {
-    fn new(key: Bytes, seqno: SeqNo) -> InternalKey {
-        InternalKey {
-            head: head_of(&key),
-            key,
-            seqno: Reverse(seqno),
+    fn entry(&self, v: &Ver) -> Entry {
+        Entry {
+            key: self.key.clone(),
+            seqno: v.seqno,
+            kind: v.kind,
+            type_tag: v.type_tag,
+            expire_at: v.expire_at,
+            value: v.value.clone(),
         }
     }
 }
 
-/// A (key, seqno) comparable with the stored [`InternalKey`]s without owning the key: point
-/// lookups probe the skip list with a borrowed key instead of copying it into a `Bytes`.
-trait KeyView {
-    fn parts(&self) -> (u128, &[u8], Reverse<SeqNo>);
+impl Drop for KeyRec {
+    fn drop(&mut self) {
+        let mut p = *self.newest.get_mut();
+        while !p.is_null() {
+            // SAFETY: every version was made by Box::into_raw and is owned by one chain.
+            let mut v = unsafe { Box::from_raw(p) };
+            p = *v.next.get_mut();
+        }
+    }
 }
 
-impl KeyView for InternalKey {
-    fn parts(&self) -> (u128, &[u8], Reverse<SeqNo>) {
-        (self.head, &self.key, self.seqno)
+/// The skip list's key: the record, ordered by its key bytes.
+struct RecKey {
+    /// The key's first 32 bytes, zero-padded, big-endian: ordered like the key itself, so most
+    /// comparisons of a skip-list search end here without following the pointer to the record
+    /// and then to its key bytes (two cache misses). Declared first: it is compared first.
+    head: Head,
+    rec: *const KeyRec,
+}
+
+// SAFETY: the record is immutable but for its atomics, and lives as long as the memtable.
+unsafe impl Send for RecKey {}
+unsafe impl Sync for RecKey {}
+
+impl RecKey {
+    fn rec(&self) -> &KeyRec {
+        // SAFETY: see the type's Send/Sync note; records outlive the skip list's nodes.
+        unsafe { &*self.rec }
+    }
+}
+
+type Head = (u128, u128);
+
+fn head_of(key: &[u8]) -> Head {
+    let mut b = [0u8; 32];
+    let n = key.len().min(32);
+    b[..n].copy_from_slice(&key[..n]);
+    let (hi, lo) = b.split_at(16);
+    (
+        u128::from_be_bytes(hi.try_into().expect("16 bytes")),
+        u128::from_be_bytes(lo.try_into().expect("16 bytes")),
+    )
+}
+
+/// A key comparable with the stored [`RecKey`]s without owning it.
+trait KeyView {
+    fn parts(&self) -> (Head, &[u8]);
+}
+
+impl KeyView for RecKey {
+    fn parts(&self) -> (Head, &[u8]) {
+        (self.head, &self.rec().key)
     }
 }
 
 struct Probe<'a> {
-    head: u128,
+    head: Head,
     key: &'a [u8],
-    seqno: Reverse<SeqNo>,
 }
 
-impl KeyView for Probe<'_> {
-    fn parts(&self) -> (u128, &[u8], Reverse<SeqNo>) {
-        (self.head, self.key, self.seqno)
+impl<'a> Probe<'a> {
+    fn new(key: &'a [u8]) -> Probe<'a> {
+        Probe {
+            head: head_of(key),
+            key,
+        }
     }
 }
 
-// Same order as InternalKey's derived Ord (head, key bytes, then seqno descending), as
-// Borrow requires.
-impl<'a> Borrow<dyn KeyView + 'a> for InternalKey {
+impl KeyView for Probe<'_> {
+    fn parts(&self) -> (Head, &[u8]) {
+        (self.head, self.key)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for RecKey {
     fn borrow(&self) -> &(dyn KeyView + 'a) {
         self
     }
@@ -76,31 +156,144 @@ impl PartialEq for dyn KeyView + '_ {
         self.parts() == other.parts()
     }
 }
-
 impl Eq for dyn KeyView + '_ {}
-
 impl PartialOrd for dyn KeyView + '_ {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-
 impl Ord for dyn KeyView + '_ {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.parts().cmp(&other.parts())
     }
 }
-
-#[derive(Debug, Clone)]
-struct Slot {
-    kind: Kind,
-    type_tag: u8,
-    expire_at: u64,
-    value: Bytes,
+impl PartialEq for RecKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+impl Eq for RecKey {}
+impl PartialOrd for RecKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for RecKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
 }
 
+/// Open-addressing hash index over the key records (linear probing, never shrinks). Sized
+/// once; when it reaches half full it stops taking new keys and says so (`full`), and lookups
+/// that miss fall back to the skip list: it only ever speeds lookups up, never answers wrong.
+///
+/// A slot holds the record's address in its low 48 bits and 16 bits of the key's hash above
+/// them, so a probe passes other keys' slots (and answers "absent", the common case for keys
+/// that live in the tables) without loading their records. The slots are an anonymous
+/// mapping: zero pages until written, and huge pages where the kernel allows (one TLB entry
+/// per 2 MiB instead of per 4 KiB for probes that land anywhere in it).
+struct Index {
+    map: memmap2::MmapMut,
+    mask: usize,
+    used: AtomicUsize,
+    full: AtomicBool,
+}
+
+/// Index slots per memtable byte budget: one per 64 bytes, filled to at most half, covers
+/// entries of 128 bytes and more on average (smaller ones overflow to the skip list).
+const BYTES_PER_SLOT: usize = 64;
+const ADDR_BITS: u32 = 48;
+const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
+
+fn tag_of(hash: u64) -> u64 {
+    // The top bits: the slot number comes from the low ones.
+    (hash >> ADDR_BITS) << ADDR_BITS
+}
+
+impl Index {
+    fn new(budget_bytes: usize) -> Index {
+        let cap = (budget_bytes / BYTES_PER_SLOT)
+            .clamp(1024, 1 << 30)
+            .next_power_of_two();
+        let map = memmap2::MmapMut::map_anon(cap * 8).expect("memtable index: anonymous mapping");
+        #[cfg(target_os = "linux")]
+        {
+            // Best effort: without it the index works the same, with more TLB misses.
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        Index {
+            map,
+            mask: cap - 1,
+            used: AtomicUsize::new(0),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    fn slots(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page-aligned, `cap * 8` bytes long, zero-filled (all-zero
+        // AtomicU64s) and lives as long as `self`; all access goes through the atomics.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.mask + 1) }
+    }
+
+    fn bytes(&self) -> usize {
+        self.map.len()
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&KeyRec> {
+        let slots = self.slots();
+        let tag = tag_of(hash);
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = slots[i].load(Ordering::Acquire);
+            if s == 0 {
+                return None;
+            }
+            if s & !ADDR_MASK == tag {
+                // SAFETY: records live as long as the memtable that owns this index.
+                let rec = unsafe { &*((s & ADDR_MASK) as *const KeyRec) };
+                if rec.hash == hash && rec.key.as_ref() == key {
+                    return Some(rec);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Writer only. The key must not be in the index yet.
+    fn add(&self, rec: *const KeyRec, hash: u64) {
+        let slots = self.slots();
+        let used = self.used.load(Ordering::Relaxed);
+        let addr = rec as u64;
+        if self.full.load(Ordering::Relaxed)
+            || (used + 1) * 2 > slots.len()
+            || addr & !ADDR_MASK != 0
+            || addr == 0
+        {
+            self.full.store(true, Ordering::Release);
+            return;
+        }
+        let mut i = hash as usize & self.mask;
+        while slots[i].load(Ordering::Relaxed) != 0 {
+            i = (i + 1) & self.mask;
+        }
+        slots[i].store(addr | tag_of(hash), Ordering::Release);
+        self.used.store(used + 1, Ordering::Relaxed);
+    }
+}
+
+/// A version unlinked because another with the same seqno replaced it (recovery only).
+struct Unlinked(*mut Ver);
+// SAFETY: only the memtable's owner frees it, on drop.
+unsafe impl Send for Unlinked {}
+
 pub struct Memtable {
-    map: SkipMap<InternalKey, Slot>,
+    /// Every key once, in key order. Declared first: dropped before the records it points at
+    /// are freed (by `Drop for Memtable`, which runs before any field is dropped).
+    map: SkipMap<RecKey, ()>,
+    index: Index,
+    unlinked: parking_lot::Mutex<Vec<Unlinked>>,
+    versions: AtomicUsize,
     bytes: AtomicUsize,
     /// Smallest seqno held (u64::MAX when empty): lets a prefix drop be forgotten once no
     /// memtable or table holds anything older than it.
@@ -110,10 +303,35 @@ pub struct Memtable {
     wal_numbers: parking_lot::Mutex<Vec<u64>>,
 }
 
+impl Drop for Memtable {
+    fn drop(&mut self) {
+        for e in self.map.iter() {
+            // SAFETY: each record was made by Box::into_raw in `add_rec`, is in the skip list
+            // exactly once, and nothing can reach it once the memtable is being dropped.
+            drop(unsafe { Box::from_raw(e.key().rec as *mut KeyRec) });
+        }
+        for u in self.unlinked.get_mut().drain(..) {
+            // SAFETY: unlinked versions were made by Box::into_raw and are in no chain.
+            drop(unsafe { Box::from_raw(u.0) });
+        }
+    }
+}
+
+/// Hash index budget of a memtable made with [`Memtable::new`] (tests, small tables).
+const DEFAULT_BUDGET: usize = 4 << 20;
+
 impl Memtable {
     pub fn new(wal_number: Option<u64>) -> Memtable {
+        Memtable::with_budget(wal_number, DEFAULT_BUDGET)
+    }
+
+    /// A memtable expected to hold about `budget_bytes` of entries (sizes its hash index).
+    pub fn with_budget(wal_number: Option<u64>, budget_bytes: usize) -> Memtable {
         Memtable {
             map: SkipMap::new(),
+            index: Index::new(budget_bytes),
+            unlinked: parking_lot::Mutex::new(Vec::new()),
+            versions: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             min_seqno: AtomicU64::new(u64::MAX),
             max_seqno: AtomicU64::new(0),
@@ -121,45 +339,101 @@ impl Memtable {
         }
     }
 
-    /// Only the ingest agent (or recovery) inserts.
+    fn find_rec(&self, hash: u64, key: &[u8]) -> Option<&KeyRec> {
+        if let Some(r) = self.index.find(hash, key) {
+            return Some(r);
+        }
+        if !self.index.full.load(Ordering::Acquire) {
+            return None;
+        }
+        let e = self.map.get(&Probe::new(key) as &dyn KeyView)?;
+        // SAFETY: the record outlives the entry (it lives as long as `self`).
+        Some(unsafe { &*e.key().rec })
+    }
+
+    /// Writer only: a new key's record, linked into the skip list and the index.
+    fn add_rec(&self, hash: u64, key: Bytes) -> &KeyRec {
+        let head = head_of(&key);
+        let p: *const KeyRec = Box::into_raw(Box::new(KeyRec {
+            hash,
+            key,
+            newest: AtomicPtr::new(ptr::null_mut()),
+        }));
+        self.map.insert(RecKey { head, rec: p }, ());
+        self.index.add(p, hash);
+        // SAFETY: just allocated; freed only when `self` drops.
+        unsafe { &*p }
+    }
+
+    /// Only the ingest agent (or recovery) inserts: one writer at a time.
     pub fn insert(&self, e: Entry) {
         self.bytes.fetch_add(e.approx_size(), Ordering::Relaxed);
         self.min_seqno.fetch_min(e.seqno, Ordering::Relaxed);
         self.max_seqno.fetch_max(e.seqno, Ordering::Relaxed);
-        self.map.insert(
-            InternalKey::new(e.key, e.seqno),
-            Slot {
-                kind: e.kind,
-                type_tag: e.type_tag,
-                expire_at: e.expire_at,
-                value: e.value,
-            },
-        );
+        self.versions.fetch_add(1, Ordering::Relaxed);
+        let hash = xxh3_64(&e.key);
+        let rec = match self.find_rec(hash, &e.key) {
+            Some(r) => r,
+            None => self.add_rec(hash, e.key),
+        };
+        let seqno = e.seqno;
+        let v = Box::into_raw(Box::new(Ver {
+            seqno,
+            kind: e.kind,
+            type_tag: e.type_tag,
+            expire_at: e.expire_at,
+            value: e.value,
+            next: AtomicPtr::new(ptr::null_mut()),
+        }));
+        // Keep the chain newest first. New versions nearly always go first (seqnos grow).
+        let mut link = &rec.newest;
+        loop {
+            let cur = link.load(Ordering::Acquire);
+            // SAFETY: linked versions live as long as `self`; `v` is ours until stored.
+            match unsafe { cur.as_ref() } {
+                Some(c) if c.seqno > seqno => link = &c.next,
+                Some(c) if c.seqno == seqno => {
+                    unsafe { &*v }
+                        .next
+                        .store(c.next.load(Ordering::Acquire), Ordering::Relaxed);
+                    link.store(v, Ordering::Release);
+                    // Readers may still be looking at it: freed with the memtable.
+                    self.unlinked.lock().push(Unlinked(cur));
+                    self.versions.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                _ => {
+                    unsafe { &*v }.next.store(cur, Ordering::Relaxed);
+                    link.store(v, Ordering::Release);
+                    return;
+                }
+            }
+        }
     }
 
     /// Newest version of `key` with seqno <= `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-        let probe = Probe {
-            head: head_of(key),
-            key,
-            seqno: Reverse(snapshot),
-        };
-        let e = self
-            .map
-            .lower_bound(Bound::Included(&probe as &dyn KeyView))?;
-        (e.key().key.as_ref() == key).then(|| to_entry(e.key(), e.value()))
+        let rec = self.find_rec(xxh3_64(key), key)?;
+        rec.version_at(snapshot).map(|v| rec.entry(v))
     }
 
+    /// Bytes of the entries held (keys + values + a fixed overhead each).
     pub fn approx_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the hash index (allocated up front; its pages become resident as it fills).
+    pub fn index_bytes(&self) -> usize {
+        self.index.bytes()
     }
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// Number of versions held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.versions.load(Ordering::Relaxed)
     }
 
     pub fn min_seqno(&self) -> SeqNo {
@@ -178,65 +452,64 @@ impl Memtable {
         self.wal_numbers.lock().push(n);
     }
 
-    /// Entries from the first whose key >= `start` (or > for Excluded), in (key, seqno desc) order.
+    /// Entries from the first whose key >= `start` (or > for Excluded), in (key, seqno desc)
+    /// order.
     pub fn iter(self: &std::sync::Arc<Self>, start: Bound<&[u8]>) -> MemIter {
-        let pos = match start {
-            Bound::Unbounded => Pos::Start,
-            Bound::Included(k) => Pos::From(InternalKey::new(Bytes::copy_from_slice(k), u64::MAX)),
-            // After every version of k: (k, seqno 0) is the last possible one.
-            Bound::Excluded(k) => Pos::After(InternalKey::new(Bytes::copy_from_slice(k), 0)),
+        let first = match start {
+            Bound::Unbounded => self.map.front(),
+            Bound::Included(k) => self
+                .map
+                .lower_bound(Bound::Included(&Probe::new(k) as &dyn KeyView)),
+            Bound::Excluded(k) => self
+                .map
+                .lower_bound(Bound::Excluded(&Probe::new(k) as &dyn KeyView)),
         };
+        // SAFETY: the entry borrows the skip list, which lives as long as the memtable; the
+        // iterator holds the memtable by Arc and drops the entry first (field order).
+        let cur: Option<MapEntry<'static, RecKey, ()>> = first.map(|e| unsafe {
+            std::mem::transmute::<MapEntry<'_, RecKey, ()>, MapEntry<'static, RecKey, ()>>(e)
+        });
+        let ver = cur.as_ref().map_or(ptr::null_mut(), |e| {
+            e.key().rec().newest.load(Ordering::Acquire)
+        });
         MemIter {
-            mem: self.clone(),
-            pos,
+            cur,
+            ver,
+            _mem: self.clone(),
         }
     }
 }
 
-fn to_entry(k: &InternalKey, s: &Slot) -> Entry {
-    Entry {
-        key: k.key.clone(),
-        seqno: k.seqno.0,
-        kind: s.kind,
-        type_tag: s.type_tag,
-        expire_at: s.expire_at,
-        value: s.value.clone(),
-    }
-}
-
-enum Pos {
-    Start,
-    From(InternalKey),
-    After(InternalKey),
-    Done,
-}
-
-/// An owning cursor over a memtable: each step is one O(log n) search from the last key, so it
-/// needs no borrow of the skip list and stays valid while the ingest agent inserts.
+/// An owning cursor over a memtable: it holds its place in the skip list (a counted
+/// reference to the node), so each step is O(1), and stays valid while the writer inserts.
 pub struct MemIter {
-    mem: std::sync::Arc<Memtable>,
-    pos: Pos,
+    /// The current key. Declared before `_mem`: dropped while the memtable is alive.
+    cur: Option<MapEntry<'static, RecKey, ()>>,
+    /// The next version of the current key to return; null: go to the next key.
+    ver: *mut Ver,
+    _mem: std::sync::Arc<Memtable>,
 }
+
+// SAFETY: `ver` points into the memtable held by `_mem`; versions are immutable once linked
+// but for their atomics.
+unsafe impl Send for MemIter {}
 
 impl Iterator for MemIter {
     type Item = super::Result<Entry>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let found = match &self.pos {
-            Pos::Start => self.mem.map.front(),
-            Pos::From(k) => self.mem.map.lower_bound(Bound::Included(k)),
-            Pos::After(k) => self.mem.map.lower_bound(Bound::Excluded(k)),
-            Pos::Done => None,
-        };
-        match found {
-            Some(e) => {
-                let out = to_entry(e.key(), e.value());
-                self.pos = Pos::After(e.key().clone());
-                Some(Ok(out))
+        loop {
+            let e = self.cur.as_mut()?;
+            let rec = e.key().rec();
+            // SAFETY: see `ver`.
+            if let Some(v) = unsafe { self.ver.as_ref() } {
+                self.ver = v.next.load(Ordering::Acquire);
+                return Some(Ok(rec.entry(v)));
             }
-            None => {
-                self.pos = Pos::Done;
-                None
+            if e.move_next() {
+                self.ver = e.key().rec().newest.load(Ordering::Acquire);
+            } else {
+                self.cur = None;
             }
         }
     }
@@ -274,8 +547,16 @@ mod tests {
 
     #[test]
     fn head_prefix_keeps_key_order() {
-        // Keys around the 16-byte head: shorter, longer, zero bytes, shared prefixes.
-        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![0xff; 17]];
+        // Keys around the 32-byte head: shorter, longer, zero bytes, shared prefixes.
+        let mut keys: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            vec![0xff; 17],
+            vec![0; 32],
+            vec![0; 33],
+            vec![0xff; 33],
+        ];
         let mut x = 7u64;
         for _ in 0..500 {
             x = x
@@ -335,5 +616,84 @@ mod tests {
             .map(|e| e.unwrap().seqno)
             .collect();
         assert_eq!(after_b, vec![3]);
+    }
+
+    #[test]
+    fn index_overflow_falls_back_to_the_skip_list() {
+        // The smallest index (1024 slots) stops taking keys at 512: the rest are found through
+        // the skip list, overwrites of both kinds of keys land in the right chain.
+        let m = Arc::new(Memtable::with_budget(None, 0));
+        for i in 0..3000u64 {
+            m.insert(put(&format!("k{i:05}"), i + 1, "v1"));
+        }
+        assert!(m.index.full.load(Ordering::Relaxed));
+        for i in (0..3000u64).step_by(7) {
+            m.insert(put(&format!("k{i:05}"), 10_000 + i, "v2"));
+        }
+        for i in 0..3000u64 {
+            let k = format!("k{i:05}");
+            let want = if i % 7 == 0 { "v2" } else { "v1" };
+            assert_eq!(m.get(k.as_bytes(), u64::MAX).unwrap().value, want, "{k}");
+            assert_eq!(m.get(k.as_bytes(), i + 1).unwrap().value, "v1", "{k}");
+            assert!(m.get(k.as_bytes(), i).is_none(), "{k}");
+        }
+        assert!(m.get(b"k99999", u64::MAX).is_none());
+        assert_eq!(m.len(), 3000 + 3000usize.div_ceil(7));
+        let n = m.iter(Bound::Unbounded).count();
+        assert_eq!(n, m.len());
+    }
+
+    #[test]
+    fn versions_out_of_order_and_same_seqno() {
+        // Recovery may insert in any order; the chain stays newest first and a second entry
+        // with the same (key, seqno) replaces the first, as a map would.
+        let m = Arc::new(Memtable::new(None));
+        for s in [5, 1, 9, 3, 7] {
+            m.insert(put("a", s, &format!("a{s}")));
+        }
+        m.insert(put("a", 3, "a3-again"));
+        let seqs: Vec<u64> = m.iter(Bound::Unbounded).map(|e| e.unwrap().seqno).collect();
+        assert_eq!(seqs, vec![9, 7, 5, 3, 1]);
+        assert_eq!(m.get(b"a", 4).unwrap().value, "a3-again");
+        assert_eq!(m.get(b"a", 8).unwrap().value, "a7");
+        assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn readers_see_every_published_version_and_nothing_newer() {
+        // One writer inserts versions and publishes each seqno after linking it; readers take
+        // the published seqno first, then must find each key's newest version at or below it.
+        use std::sync::atomic::AtomicBool;
+        const KEYS: u64 = 2000;
+        let m = Arc::new(Memtable::with_budget(None, 64 << 10));
+        let visible = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (m, visible, done) = (m.clone(), visible.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut x = r as u64 + 1;
+                    let mut checked = 0u64;
+                    while !done.load(Ordering::Acquire) || checked < 1000 {
+                        let snap = visible.load(Ordering::Acquire);
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        let k = (x >> 33) % KEYS;
+                        // Seqno s writes key (s-1) % KEYS with value s.
+                        let newest = (0..=snap).rev().find(|s| *s > 0 && (s - 1) % KEYS == k);
+                        let got = m.get(format!("k{k}").as_bytes(), snap).map(|e| e.seqno);
+                        assert_eq!(got, newest, "key {k} at snapshot {snap}");
+                        checked += 1;
+                    }
+                })
+            })
+            .collect();
+        for s in 1..=KEYS * 5 {
+            m.insert(put(&format!("k{}", (s - 1) % KEYS), s, &s.to_string()));
+            visible.store(s, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+        for r in readers {
+            r.join().unwrap();
+        }
     }
 }
