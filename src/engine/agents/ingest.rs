@@ -12,8 +12,10 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -54,14 +56,25 @@ pub(crate) enum Request {
 pub struct View<'a> {
     version: &'a Version,
     entries: &'a mut Vec<Entry>,
-    /// Index into `entries` of each key's newest pending version.
-    pending: HashMap<Bytes, usize>,
+    /// Index into `entries` of each key's newest pending version, for `entries[..indexed]`:
+    /// built only when an operation reads, so groups of plain writes never hash a key.
+    pending: HashMap<Bytes, usize, Xxh3Builder>,
+    indexed: usize,
     next_seqno: SeqNo,
     now: u64,
 }
 
 impl View<'_> {
-    fn newest(&self, key: &[u8]) -> Result<Option<Entry>> {
+    /// Brings `pending` up to date with `entries`.
+    fn index_pending(&mut self) {
+        for i in self.indexed..self.entries.len() {
+            self.pending.insert(self.entries[i].key.clone(), i);
+        }
+        self.indexed = self.entries.len();
+    }
+
+    fn newest(&mut self, key: &[u8]) -> Result<Option<Entry>> {
+        self.index_pending();
         if let Some(&i) = self.pending.get(key) {
             return Ok(Some(self.entries[i].clone()));
         }
@@ -80,6 +93,7 @@ impl View<'_> {
 
     /// Seqno of the newest version of `key` (put, delete or prefix drop); 0 if none.
     pub fn key_version(&mut self, key: &[u8]) -> Result<SeqNo> {
+        self.index_pending();
         if let Some(&i) = self.pending.get(key) {
             return Ok(self.entries[i].seqno);
         }
@@ -105,17 +119,13 @@ impl View<'_> {
     fn rollback(&mut self, mark: (usize, SeqNo)) {
         self.entries.truncate(mark.0);
         self.next_seqno = mark.1;
-        self.pending = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.key.clone(), i))
-            .collect();
+        // Rebuilt from the kept entries when next needed.
+        self.pending.clear();
+        self.indexed = 0;
     }
 
     fn push(&mut self, e: Entry) {
         self.next_seqno += 1;
-        self.pending.insert(e.key.clone(), self.entries.len());
         self.entries.push(e);
     }
 }
@@ -396,7 +406,8 @@ impl Core {
             let mut view = View {
                 version: &version,
                 entries: &mut entries,
-                pending: HashMap::new(),
+                pending: HashMap::default(),
+                indexed: 0,
                 next_seqno: self.next_seqno,
                 now: self.bb.clock.now_ms(),
             };
@@ -602,7 +613,7 @@ impl Core {
             return Err(Error::Poisoned(why));
         }
         self.wal = wal;
-        let mem = Arc::new(Memtable::new(Some(n)));
+        let mem = Arc::new(Memtable::with_budget(Some(n), self.bb.cfg.memtable_bytes));
         self.bb.switch(|v| {
             let mut nv = v.clone();
             nv.imms.insert(0, v.mem.clone());
