@@ -121,6 +121,10 @@ impl Conn {
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut parser = RequestParser::default();
+        // (output buffer, bulk, multibulk, query buffer) limits and the config generation
+        // they were read at.
+        let mut limits = (0usize, 0u64, 0u64, 0usize);
+        let mut limits_gen = u64::MAX;
         loop {
             if self.shared.is_shutting_down() {
                 return Ok(());
@@ -138,15 +142,18 @@ impl Conn {
                 .stats
                 .net_input_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
-            let (max_out, max_bulk, max_mb, max_query) = {
+            let gen = self.shared.cfg_gen.load(Ordering::Acquire);
+            if gen != limits_gen {
                 let c = self.shared.cfg.read();
-                (
+                limits = (
                     c.client_output_buffer_bytes as usize,
                     c.max_bulk_bytes,
                     c.max_multibulk_len,
                     c.query_buffer_bytes as usize,
-                )
-            };
+                );
+                limits_gen = gen;
+            }
+            let (max_out, max_bulk, max_mb, max_query) = limits;
             self.max_bulk = max_bulk;
             loop {
                 let lim = Limits {
@@ -344,8 +351,9 @@ impl Conn {
         }
         match spec.handler {
             Handler::Data(f) => {
-                let job = f(&self.data_ctx(), &argv);
-                self.run_job(job, &argv).await;
+                let ctx = self.data_ctx();
+                let job = f(&ctx, &argv);
+                self.run_job(job, &argv, ctx.now_ms).await;
             }
             Handler::Conn => {
                 self.flush_writes().await;
@@ -367,7 +375,7 @@ impl Conn {
         }
     }
 
-    async fn run_job(&mut self, job: Job, argv: &[Bytes]) {
+    async fn run_job(&mut self, job: Job, argv: &[Bytes], now_ms: u64) {
         match job {
             Job::Reply(r) => self.reply(r),
             Job::Write(w) => {
@@ -378,16 +386,18 @@ impl Conn {
                 }
             }
             Job::Read(f) => {
-                // Read-your-writes: the pending group must be applied first.
+                // Read-your-writes: the pending group must be applied first. Waiting for it
+                // takes time, so the clock is read again after it.
+                let waited = !self.ops.is_empty();
                 self.flush_writes().await;
                 // Borrowed, not cloned: an Arc clone per read is a contended atomic between
                 // the worker threads.
                 let r = match self.shared.engine() {
                     Some(engine) => {
-                        let mut rd = EngineReader {
-                            now: engine.now_ms(),
-                            engine,
-                        };
+                        // Otherwise the clock as read for this command's context: one read per
+                        // command.
+                        let now = if waited { engine.now_ms() } else { now_ms };
+                        let mut rd = EngineReader { now, engine };
                         f(&mut rd)
                     }
                     None => match self.engine() {

@@ -24,12 +24,53 @@ use crate::engine::{Engine, FsStorage, Storage, SystemClock};
 /// Server-wide counters shown by INFO.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub connections_received: AtomicU64,
-    pub commands_processed: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub net_input_bytes: AtomicU64,
-    pub net_output_bytes: AtomicU64,
-    pub write_groups: AtomicU64,
+    pub connections_received: Counter,
+    pub commands_processed: Counter,
+    pub rejected_connections: Counter,
+    pub net_input_bytes: Counter,
+    pub net_output_bytes: Counter,
+    pub write_groups: Counter,
+}
+
+const COUNTER_SHARDS: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicU64);
+
+/// A counter added to by every connection on every batch: one cache line per shard, and each
+/// thread adds to its own shard, so the worker threads do not pass one line back and forth on
+/// every command. Reads sum the shards. Same method names as `AtomicU64`.
+#[derive(Debug, Default)]
+pub struct Counter {
+    shards: [Shard; COUNTER_SHARDS],
+}
+
+fn counter_shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) as usize % COUNTER_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+impl Counter {
+    pub fn fetch_add(&self, n: u64, order: Ordering) {
+        self.shards[counter_shard()].0.fetch_add(n, order);
+    }
+
+    pub fn load(&self, order: Ordering) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |a, s| a.wrapping_add(s.0.load(order)))
+    }
+
+    /// Sets the total to `v` (CONFIG RESETSTAT sets 0).
+    pub fn store(&self, v: u64, order: Ordering) {
+        for (i, s) in self.shards.iter().enumerate() {
+            s.0.store(if i == 0 { v } else { 0 }, order);
+        }
+    }
 }
 
 /// What CLIENT LIST / CLIENT INFO show about one connection (never the token).
@@ -119,7 +160,11 @@ impl CursorTable {
 
 /// State shared by every connection.
 pub struct Shared {
+    /// Change it with [`Shared::set_config`], which tells the connections.
     pub cfg: RwLock<Config>,
+    /// Bumped on every config change: connections keep their copy of the limits until it moves
+    /// (a plain load per batch instead of a lock shared by every connection).
+    pub cfg_gen: AtomicU64,
     pub token: auth::Token,
     engine: OnceLock<Engine>,
     /// Set when the engine failed to open: commands answer this error.
@@ -145,6 +190,7 @@ impl Shared {
         let port = cfg.port;
         Shared {
             cfg: RwLock::new(cfg),
+            cfg_gen: AtomicU64::new(0),
             token,
             engine: OnceLock::new(),
             open_error: OnceLock::new(),
@@ -162,6 +208,11 @@ impl Shared {
     }
 
     /// The engine once it is open; `None` while loading.
+    pub fn set_config(&self, cfg: Config) {
+        *self.cfg.write() = cfg;
+        self.cfg_gen.fetch_add(1, Ordering::Release);
+    }
+
     pub fn engine(&self) -> Option<&Engine> {
         self.engine.get()
     }

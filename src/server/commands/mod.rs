@@ -64,7 +64,7 @@ pub struct EngineReader<'a> {
 
 impl Reader for EngineReader<'_> {
     fn get(&mut self, key: &[u8]) -> engine::Result<Option<Value>> {
-        self.engine.get(key)
+        self.engine.get_at(key, self.now)
     }
     fn key_version(&mut self, key: &[u8]) -> engine::Result<u64> {
         self.engine.key_version(key)

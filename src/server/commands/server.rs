@@ -599,7 +599,7 @@ pub fn config(c: &mut Conn, a: &[Bytes]) -> Reply {
             if let Err(e) = cfg.validate() {
                 return Reply::err(format!("ERR CONFIG SET failed - {}", e.0));
             }
-            *c.shared.cfg.write() = cfg;
+            c.shared.set_config(cfg);
             Reply::ok()
         }
         "resetstat" => {
