@@ -10,6 +10,7 @@ pub mod blackboard;
 pub mod cache;
 pub mod clock;
 pub mod compaction;
+pub mod counter;
 pub mod error;
 pub mod fault;
 pub mod iter;
@@ -27,6 +28,7 @@ use bytes::Bytes;
 
 pub use agents::ingest::View;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use counter::Counter;
 pub use db::Engine;
 pub use error::{Error, Result};
 pub use storage::{FsStorage, Storage, WritableFile};

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+pub use crate::engine::Counter;
 use crate::engine::{Engine, FsStorage, Storage, SystemClock};
 
 /// Server-wide counters shown by INFO.
@@ -30,47 +31,6 @@ pub struct Stats {
     pub net_input_bytes: Counter,
     pub net_output_bytes: Counter,
     pub write_groups: Counter,
-}
-
-const COUNTER_SHARDS: usize = 8;
-
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(AtomicU64);
-
-/// A counter added to by every connection on every batch: one cache line per shard, and each
-/// thread adds to its own shard, so the worker threads do not pass one line back and forth on
-/// every command. Reads sum the shards. Same method names as `AtomicU64`.
-#[derive(Debug, Default)]
-pub struct Counter {
-    shards: [Shard; COUNTER_SHARDS],
-}
-
-fn counter_shard() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) as usize % COUNTER_SHARDS;
-    }
-    SHARD.with(|s| *s)
-}
-
-impl Counter {
-    pub fn fetch_add(&self, n: u64, order: Ordering) {
-        self.shards[counter_shard()].0.fetch_add(n, order);
-    }
-
-    pub fn load(&self, order: Ordering) -> u64 {
-        self.shards
-            .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.0.load(order)))
-    }
-
-    /// Sets the total to `v` (CONFIG RESETSTAT sets 0).
-    pub fn store(&self, v: u64, order: Ordering) {
-        for (i, s) in self.shards.iter().enumerate() {
-            s.0.store(if i == 0 { v } else { 0 }, order);
-        }
-    }
 }
 
 /// What CLIENT LIST / CLIENT INFO show about one connection (never the token).

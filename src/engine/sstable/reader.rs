@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use super::format::{
 };
 use super::CachedBlock;
 use crate::engine::cache::BlockCache;
+use crate::engine::counter::Counter;
 use crate::engine::error::{Error, Result};
 use crate::engine::storage::Storage;
 use crate::engine::types::Entry;
@@ -49,9 +50,9 @@ pub struct Table {
     props: TableProps,
     index: Vec<IndexEntry>,
     filter: Bytes,
-    blocks_read: AtomicU64,
-    bloom_checks: AtomicU64,
-    bloom_negatives: AtomicU64,
+    blocks_read: Counter,
+    bloom_checks: Counter,
+    bloom_negatives: Counter,
     cache: Option<Arc<BlockCache>>,
 }
 
@@ -187,9 +188,9 @@ impl Table {
             props,
             index,
             filter,
-            blocks_read: AtomicU64::new(0),
-            bloom_checks: AtomicU64::new(0),
-            bloom_negatives: AtomicU64::new(0),
+            blocks_read: Counter::default(),
+            bloom_checks: Counter::default(),
+            bloom_negatives: Counter::default(),
             cache,
         })
     }
