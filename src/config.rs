@@ -52,6 +52,8 @@ pub struct Config {
     pub l0_stop_trigger: u32,
     pub table_target_bytes: u64,
     pub compaction_policy: CompactionPolicy,
+    /// Event-loop threads serving client connections (0: on the shared multi-thread runtime).
+    pub io_threads: u32,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             l0_stop_trigger: 20,
             table_target_bytes: 64 * 1024 * 1024,
             compaction_policy: CompactionPolicy::Leveled,
+            io_threads: default_io_threads(),
         }
     }
 }
@@ -105,8 +108,14 @@ impl std::fmt::Debug for Config {
             .field("l0_stop_trigger", &self.l0_stop_trigger)
             .field("table_target_bytes", &self.table_target_bytes)
             .field("compaction_policy", &self.compaction_policy)
+            .field("io_threads", &self.io_threads)
             .finish()
     }
+}
+
+/// One IO thread per CPU core.
+pub fn default_io_threads() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(64) as u32)
 }
 
 /// A configuration problem, already phrased as the one line start-up prints.
@@ -168,6 +177,9 @@ impl Config {
         }
         if self.databases == 0 || self.databases > 256 {
             return bad("databases", "must be between 1 and 256");
+        }
+        if self.io_threads > 256 {
+            return bad("io_threads", "must be at most 256");
         }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");

@@ -327,10 +327,20 @@ impl Engine {
             reply,
             permit: Some(permit),
         })?;
-        // Lead if no one does. An fsync or a stall must not hold up the runtime's other tasks.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        ingest.try_drive(multi_thread);
+        // Lead if no one does. An fsync or a stall must not hold up the runtime's other tasks:
+        // a multi-thread runtime is told with block_in_place; a single-threaded event loop hands
+        // the leading to the blocking pool and keeps serving its other clients meanwhile.
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => ingest.try_drive(true),
+            Ok(_) if ingest.may_block() => {
+                let engine = self.clone();
+                drop(tokio::task::spawn_blocking(move || {
+                    engine.inner.ingest.try_drive(false)
+                }));
+            }
+            _ => ingest.try_drive(false),
+        }
         unbox(rx.await.map_err(|_| self.stopped())??)
     }
 

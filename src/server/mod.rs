@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod commands;
 pub mod connection;
+pub mod io;
 pub mod resp;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -291,6 +292,15 @@ async fn serve_inner(
         });
     }
 
+    // Connections run on their own event-loop threads (see io.rs); 0 threads: on this runtime.
+    let io_threads = shared.cfg.read().io_threads as usize;
+    let pool = match io_threads {
+        0 => None,
+        n => Some(Arc::new(
+            io::IoPool::start(n).map_err(|e| format!("cannot start the IO threads: {e}"))?,
+        )),
+    };
+
     // Every connection holds a clone; when all are dropped, all connections have finished.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut signals = signals;
@@ -307,7 +317,7 @@ async fn serve_inner(
                         continue;
                     }
                 };
-                accept_one(&shared, sock, peer, done_tx.clone());
+                accept_one(&shared, pool.as_deref(), sock, peer, done_tx.clone());
             }
             _ = shutdown_rx.changed() => {
                 info!("shutdown requested");
@@ -325,6 +335,9 @@ async fn serve_inner(
     drop(listener);
     drop(done_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), done_rx.recv()).await;
+    if let Some(pool) = pool.and_then(|p| Arc::try_unwrap(p).ok()) {
+        let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;
+    }
     if let Some(engine) = shared.engine() {
         let engine = engine.clone();
         match tokio::task::spawn_blocking(move || engine.close()).await {
@@ -341,6 +354,7 @@ async fn serve_inner(
 
 fn accept_one(
     shared: &Arc<Shared>,
+    pool: Option<&io::IoPool>,
     mut sock: tokio::net::TcpStream,
     peer: SocketAddr,
     done: mpsc::Sender<()>,
@@ -365,8 +379,26 @@ fn accept_one(
         return;
     }
     let shared = shared.clone();
-    tokio::spawn(async move {
-        connection::handle(shared, sock, peer).await;
+    let Some(pool) = pool else {
+        tokio::spawn(async move {
+            connection::handle(shared, sock, peer).await;
+            drop(done);
+        });
+        return;
+    };
+    // The socket moves to the IO thread's reactor: deregistered here, registered there.
+    let std_sock = match sock.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot hand the connection to an IO thread: {e}");
+            return;
+        }
+    };
+    pool.pick().spawn(async move {
+        match tokio::net::TcpStream::from_std(std_sock) {
+            Ok(sock) => connection::handle(shared, sock, peer).await,
+            Err(e) => warn!("cannot register the connection on its IO thread: {e}"),
+        }
         drop(done);
     });
 }

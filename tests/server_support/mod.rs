@@ -208,7 +208,11 @@ impl Raw {
             match self.0.read(&mut buf) {
                 Ok(0) => return got,
                 Ok(k) => got.extend_from_slice(&buf[..k]),
-                Err(e) => panic!("read: {e}; got so far {:?}", String::from_utf8_lossy(&got)),
+                Err(e) => panic!(
+                    "read from {:?}: {e}; got so far {:?}",
+                    self.0.peer_addr(),
+                    String::from_utf8_lossy(&got)
+                ),
             }
         }
     }

@@ -254,8 +254,13 @@ impl Ingest {
             return true;
         }
         let v = self.bb.current();
+        // One short of the slowdown trigger: a group about to be delayed counts as blocking.
+        let slow_l0 = cfg
+            .l0_slowdown_trigger
+            .clamp(cfg.l0_compaction_trigger, cfg.l0_stop_trigger)
+            .saturating_sub(1);
         v.imms.len() >= cfg.max_immutables
-            || v.l0_count() >= cfg.l0_compaction_trigger
+            || v.l0_count() >= slow_l0
             || self
                 .bb
                 .counters
