@@ -380,8 +380,28 @@ fn main() {
         };
         let ops = counters.ops.load(Ordering::Relaxed);
         max_stall = info_field(&info, "stall_ms_max");
+        // Where the anonymous memory is: the allocator's view (allocated = live heap,
+        // resident = what it holds) and the engine's own buffers.
+        let mib = |name: &str| {
+            info_field(&info, name)
+                .parse::<u64>()
+                .map(|b| format!("{:.1}", b as f64 / (1 << 20) as f64))
+                .unwrap_or_else(|_| "?".into())
+        };
+        let tables: u64 = info
+            .lines()
+            .filter(|l| l.starts_with("level"))
+            .filter_map(|l| {
+                l.split_once("files=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
         println!(
-            "t={t:>4}s rss_anon={:>4}MiB threads={:>3} ops/s={:>6} errors={} stalls={} stall_ms_max={} flushes={} compactions={} immutables={} l0={} l1={}",
+            "t={t:>4}s rss_anon={:>4}MiB threads={:>3} ops/s={:>6} errors={} stalls={} stall_ms_max={} flushes={} compactions={} | alloc={} allocated={} active={} resident={} cache={} memtable={} immutables={} tables={tables} l0={} l1={}",
             rss >> 20,
             threads(pid),
             (ops - last_ops) / 10,
@@ -390,6 +410,12 @@ fn main() {
             max_stall,
             info_field(&info, "flushes"),
             info_field(&info, "compactions"),
+            info_field(&info, "mem_allocator"),
+            mib("allocator_allocated"),
+            mib("allocator_active"),
+            mib("allocator_resident"),
+            mib("block_cache_bytes"),
+            mib("memtable_bytes"),
             info_field(&info, "immutables"),
             info_field(&info, "level0"),
             info_field(&info, "level1"),
@@ -467,6 +493,13 @@ fn main() {
     let last = max_in(secs.saturating_sub(win), secs);
     let flat = first > 0 && last as f64 <= first as f64 * 1.10;
     let errs = counters.errors.load(Ordering::Relaxed);
+    let per_win: Vec<String> = (0..secs.div_ceil(win))
+        .map(|i| format!("{}", max_in(i * win, (i + 1) * win) >> 20))
+        .collect();
+    println!(
+        "rss_anon max per {win} s window (MiB): {}",
+        per_win.join(", ")
+    );
     println!(
         "soak done: ops={} gets={} sets={} errors={errs} final_check={checked} keys ({expired} expired) final_errors={final_errors} stall_ms_max={max_stall} rss_anon first_window_max={}MiB last_window_max={}MiB flat={flat}",
         counters.ops.load(Ordering::Relaxed),

@@ -8,6 +8,25 @@ use sndv_kv::config::Config;
 use sndv_kv::server::auth::{self, TokenSource};
 use sndv_kv::server::{self as srv};
 
+/// jemalloc, as Redis uses: its per-thread caches and arenas are bounded and it returns freed
+/// pages to the system over time, where glibc malloc kept growing per-thread arenas under the
+/// soak (docs/RELIABILITY.md). Only the binary: the library and its tests use the system malloc.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `INFO memory` numbers from jemalloc (stats are refreshed by advancing its epoch).
+#[cfg(feature = "jemalloc")]
+fn jemalloc_stats() -> Option<srv::commands::server::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(srv::commands::server::AllocatorStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        active: stats::active::read().ok()? as u64,
+        resident: Some(stats::resident::read().ok()? as u64),
+    })
+}
+
 /// A Redis-protocol compatible key-value server on its own LSM-tree engine.
 #[derive(Debug, Parser)]
 #[command(name = "sndv-kv", version)]
@@ -64,6 +83,23 @@ fn main() -> ExitCode {
         // Colour codes only help a terminal; they clutter log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+
+    #[cfg(feature = "jemalloc")]
+    srv::commands::server::set_allocator_probe(srv::commands::server::AllocatorProbe {
+        // "5.3.0-1-g..." → "jemalloc-5.3.0", as Redis prints it.
+        name: Box::leak(
+            format!(
+                "jemalloc-{}",
+                tikv_jemalloc_ctl::version::read()
+                    .unwrap_or("?")
+                    .split('-')
+                    .next()
+                    .unwrap_or("?")
+            )
+            .into_boxed_str(),
+        ),
+        stats: jemalloc_stats,
+    });
 
     let cfg = match load_config(&cli) {
         Ok(c) => c,

@@ -15,6 +15,74 @@ use crate::server::connection::Conn;
 use crate::server::resp::Reply;
 use crate::server::unix_secs;
 
+/// The memory allocator's own numbers, for `INFO memory` (Redis reports these from jemalloc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes allocated and not yet freed (Redis' `used_memory`).
+    pub allocated: u64,
+    /// Bytes in the allocator's active pages: `allocated` plus fragmentation inside them.
+    pub active: u64,
+    /// Bytes of physical memory the allocator holds, its metadata and not yet returned free
+    /// pages included; `None` where the allocator does not say.
+    pub resident: Option<u64>,
+}
+
+/// Where INFO gets [`AllocatorStats`]: the binary installs its global allocator's probe.
+#[derive(Debug, Clone, Copy)]
+pub struct AllocatorProbe {
+    /// `mem_allocator` in INFO, e.g. `jemalloc-5.3.0`.
+    pub name: &'static str,
+    pub stats: fn() -> Option<AllocatorStats>,
+}
+
+static ALLOCATOR_PROBE: std::sync::OnceLock<AllocatorProbe> = std::sync::OnceLock::new();
+
+/// Installs the allocator probe INFO reports from (once; false if one was already set).
+/// Without one (library users, tests) INFO reports the system malloc (`mallinfo2` on glibc).
+pub fn set_allocator_probe(p: AllocatorProbe) -> bool {
+    ALLOCATOR_PROBE.set(p).is_ok()
+}
+
+/// (mem_allocator, stats) from the installed probe, or the system malloc's view.
+fn allocator_stats() -> (&'static str, Option<AllocatorStats>) {
+    if let Some(p) = ALLOCATOR_PROBE.get() {
+        return (p.name, (p.stats)());
+    }
+    ("libc", libc_malloc_stats())
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn libc_malloc_stats() -> Option<AllocatorStats> {
+    // SAFETY: mallinfo2 only reads malloc's bookkeeping (taking each arena's lock).
+    let mi = unsafe { libc::mallinfo2() };
+    Some(AllocatorStats {
+        // In-use chunks of every arena plus mmapped chunks.
+        allocated: (mi.uordblks + mi.hblkhd) as u64,
+        // Everything the arenas got from the system (free chunks included) plus mmapped chunks.
+        active: (mi.arena + mi.hblkhd) as u64,
+        resident: None,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn libc_malloc_stats() -> Option<AllocatorStats> {
+    None
+}
+
+/// A `/proc/self/status` field in bytes (`VmRSS`, `RssAnon`...), Linux only.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Keys read per engine scan call while iterating a whole database.
 const SCAN_CHUNK: usize = 1024;
 
@@ -387,15 +455,42 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
         );
     }
     if want("memory") {
-        let used = stats.as_ref().map(|s| s.memtable_bytes).unwrap_or(0);
-        section(
-            "Memory",
-            format!(
-                "used_memory:{used}\r\nused_memory_human:{}\r\nmemtable_bytes:{used}\r\nblock_cache_bytes_limit:{}\r\nmaxmemory:0\r\n",
-                human(used),
-                cfg.block_cache_bytes
-            ),
+        let memtable = stats.as_ref().map(|s| s.memtable_bytes).unwrap_or(0);
+        let cache = stats.as_ref().map(|s| s.cache_bytes).unwrap_or(0);
+        let (allocator, alloc) = allocator_stats();
+        // As Redis: used_memory is what the allocator says is allocated.
+        let used = alloc.map(|a| a.allocated).unwrap_or(0);
+        let mut b = format!(
+            "used_memory:{used}\r\nused_memory_human:{}\r\n",
+            human(used)
         );
+        if let Some(rss) = proc_status_bytes("VmRSS") {
+            // Includes the mapped table files' resident pages; rss_anon does not.
+            let _ = write!(
+                b,
+                "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n",
+                human(rss)
+            );
+        }
+        if let Some(anon) = proc_status_bytes("RssAnon") {
+            let _ = write!(b, "rss_anon:{anon}\r\n");
+        }
+        if let Some(a) = alloc {
+            let _ = write!(
+                b,
+                "allocator_allocated:{}\r\nallocator_active:{}\r\n",
+                a.allocated, a.active
+            );
+            if let Some(r) = a.resident {
+                let _ = write!(b, "allocator_resident:{r}\r\n");
+            }
+        }
+        let _ = write!(
+            b,
+            "mem_allocator:{allocator}\r\nmemtable_bytes:{memtable}\r\nblock_cache_bytes:{cache}\r\nblock_cache_bytes_limit:{}\r\nmaxmemory:0\r\n",
+            cfg.block_cache_bytes
+        );
+        section("Memory", b);
     }
     if want("persistence") {
         section(

@@ -1,0 +1,59 @@
+//! INFO memory: the allocator's numbers (jemalloc in the binary, as Redis reports them), the
+//! process' RSS and the engine's own buffers.
+mod server_support;
+
+use redis::Commands;
+use server_support::Server;
+
+fn field(info: &str, name: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+}
+
+fn num(info: &str, name: &str) -> u64 {
+    field(info, name)
+        .unwrap_or_else(|| panic!("no {name} in {info}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e} in {info}"))
+}
+
+#[test]
+fn info_memory_reports_the_allocator_rss_and_engine_buffers() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for i in 0..200 {
+        let _: () = c.set(format!("k{i}"), vec![b'x'; 1000]).unwrap();
+    }
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    assert!(info.starts_with("# Memory\r\n"), "{info}");
+
+    let allocator = field(&info, "mem_allocator").expect("mem_allocator");
+    if cfg!(feature = "jemalloc") {
+        assert!(allocator.starts_with("jemalloc-5."), "{allocator}");
+    } else {
+        assert_eq!(allocator, "libc");
+    }
+    let used = num(&info, "used_memory");
+    let allocated = num(&info, "allocator_allocated");
+    let active = num(&info, "allocator_active");
+    // used_memory is the allocator's allocated bytes, read in the same call.
+    assert_eq!(used, allocated);
+    // A server with 200 KB of values in its memtable has allocated at least that.
+    assert!(used > 200_000, "{info}");
+    assert!(active >= allocated, "{info}");
+    if cfg!(feature = "jemalloc") {
+        assert!(num(&info, "allocator_resident") >= active, "{info}");
+    }
+    assert!(field(&info, "used_memory_human").is_some());
+    let rss = num(&info, "used_memory_rss");
+    let anon = num(&info, "rss_anon");
+    assert!(anon > 0 && rss >= anon, "{info}");
+    assert!(num(&info, "memtable_bytes") >= 200_000, "{info}");
+    let limit = num(&info, "block_cache_bytes_limit");
+    assert!(num(&info, "block_cache_bytes") <= limit, "{info}");
+
+    // `INFO` without a section includes it too.
+    let all: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(all.contains("\r\nallocator_allocated:"), "{all}");
+}
