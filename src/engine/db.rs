@@ -334,10 +334,14 @@ impl Engine {
         match Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(RuntimeFlavor::MultiThread) => ingest.try_drive(true),
             Ok(_) if ingest.may_block() => {
-                let engine = self.clone();
-                drop(tokio::task::spawn_blocking(move || {
-                    engine.inner.ingest.try_drive(false)
-                }));
+                // Only when no one leads: one blocking-pool task per group, not per writer
+                // (the pool would otherwise start a thread for every writer waiting on a sync).
+                if !ingest.is_leading() {
+                    let engine = self.clone();
+                    drop(tokio::task::spawn_blocking(move || {
+                        engine.inner.ingest.try_drive(false)
+                    }));
+                }
             }
             _ => ingest.try_drive(false),
         }

@@ -14,6 +14,9 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+/// Blocking-pool threads per IO thread.
+const BLOCKING_THREADS: usize = 4;
+
 pub struct IoPool {
     handles: Vec<Handle>,
     threads: Vec<JoinHandle<()>>,
@@ -28,8 +31,12 @@ impl IoPool {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for i in 0..n.max(1) {
+            // Blocking work from a loop is short (leading a write group past a sync, a
+            // FLUSHDB, a checkpoint): a few threads, queued beyond that, instead of tokio's
+            // default of up to 512 per runtime (each thread costs memory, see RELIABILITY.md).
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_blocking_threads(BLOCKING_THREADS)
                 .build()?;
             handles.push(rt.handle().clone());
             let mut rx = stop.subscribe();

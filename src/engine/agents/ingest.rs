@@ -246,6 +246,12 @@ impl Ingest {
         }
     }
 
+    /// True while a leader holds the core. A request queued before this returned true is
+    /// answered by that leader: it checks the queue again after it lets go of the core.
+    pub(crate) fn is_leading(&self) -> bool {
+        self.core.is_locked()
+    }
+
     /// True when leading may block for long (fsync, stalls), so an async caller should tell
     /// its runtime first.
     pub(crate) fn may_block(&self) -> bool {
