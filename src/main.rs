@@ -15,6 +15,22 @@ use sndv_kv::server::{self as srv};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's start-up options (read by jemalloc itself under this symbol name): freed pages go
+/// back to the system after about a second instead of ten. Memtables of tens of MiB are freed
+/// at every flush; with the default decay a fast write load kept hundreds of MiB of freed pages
+/// resident (10M-key load: peak RssAnon 803 MiB with the default, 658 MiB with this).
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+pub struct MallocConf(*const u8);
+
+// SAFETY: points at a static, immutable, NUL-terminated string.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for MallocConf {}
+
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: MallocConf = MallocConf(b"dirty_decay_ms:1000,muzzy_decay_ms:0\0".as_ptr());
+
 /// `INFO memory` numbers from jemalloc (stats are refreshed by advancing its epoch).
 #[cfg(feature = "jemalloc")]
 fn jemalloc_stats() -> Option<srv::commands::server::AllocatorStats> {
