@@ -29,7 +29,8 @@ unsafe impl Sync for MallocConf {}
 
 #[cfg(feature = "jemalloc")]
 #[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: MallocConf = MallocConf(b"dirty_decay_ms:1000,muzzy_decay_ms:0\0".as_ptr());
+pub static MALLOC_CONF: MallocConf =
+    MallocConf(c"dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr().cast());
 
 /// `INFO memory` numbers from jemalloc (stats are refreshed by advancing its epoch).
 #[cfg(feature = "jemalloc")]
