@@ -289,16 +289,7 @@ impl Drop for InProc {
 
 /// RssAnon of process `pid` in bytes, from /proc/<pid>/status.
 pub fn rss_anon(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    sndv_kv::server::commands::server::proc_status_bytes_of(&pid.to_string(), "RssAnon")
 }
 
 /// The server binary as a child process whose pid and stderr the test can see.

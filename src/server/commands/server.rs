@@ -71,7 +71,13 @@ fn libc_malloc_stats() -> Option<AllocatorStats> {
 
 /// A `/proc/self/status` field in bytes (`VmRSS`, `RssAnon`...), Linux only.
 fn proc_status_bytes(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_status_bytes_of("self", field)
+}
+
+/// A `/proc/<pid>/status` field in bytes (`pid` a number or `self`), Linux only. Public for
+/// the tests and tools that watch a server's memory.
+pub fn proc_status_bytes_of(pid: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = s
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
