@@ -203,6 +203,7 @@ struct Index {
 /// Index slots per memtable byte budget: one per 64 bytes, filled to at most half, covers
 /// entries of 128 bytes and more on average (smaller ones overflow to the skip list).
 const BYTES_PER_SLOT: usize = 64;
+const MIN_SLOTS: usize = 1024;
 const ADDR_BITS: u32 = 48;
 const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
 
@@ -213,10 +214,20 @@ fn tag_of(hash: u64) -> u64 {
 
 impl Index {
     fn new(budget_bytes: usize) -> Index {
-        let cap = (budget_bytes / BYTES_PER_SLOT)
-            .clamp(1024, 1 << 30)
+        let mut cap = (budget_bytes / BYTES_PER_SLOT)
+            .clamp(MIN_SLOTS, 1 << 30)
             .next_power_of_two();
-        let map = memmap2::MmapMut::map_anon(cap * 8).expect("memtable index: anonymous mapping");
+        // A budget the system will not map (a huge memtable_bytes) gets the smallest index:
+        // lookups then fall back to the skip list sooner, nothing else changes.
+        let map = match memmap2::MmapMut::map_anon(cap * 8) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(bytes = cap * 8, error = %e, "memtable index: mapping refused, using the smallest index");
+                cap = MIN_SLOTS;
+                memmap2::MmapMut::map_anon(cap * 8)
+                    .expect("memtable index: 8 KiB anonymous mapping")
+            }
+        };
         #[cfg(target_os = "linux")]
         {
             // Best effort: without it the index works the same, with more TLB misses.
