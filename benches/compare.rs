@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sndv_kv::procfs;
+
 const TOKEN: &str = "compare-bench-token";
 const VALUE_LEN: usize = 100;
 
@@ -410,28 +412,6 @@ fn cpu_secs(pid: u32) -> f64 {
     (get(11) + get(12)) as f64 / clk_tck()
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|r| {
-            r.trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn io_write_bytes(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Samples RssAnon of `pid` every 100 ms until stopped; returns the peak in KiB.
 struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -446,7 +426,10 @@ impl RssSampler {
         let (s, p) = (stop.clone(), peak.clone());
         let h = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                p.fetch_max(status_kib(pid, "RssAnon"), Ordering::Relaxed);
+                p.fetch_max(
+                    procfs::field(&pid.to_string(), "status", "RssAnon").unwrap_or(0),
+                    Ordering::Relaxed,
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
@@ -908,7 +891,7 @@ fn bigload() {
     let s = start(Sys::SndvSafe);
     let pid = s.pid();
     let sampler = RssSampler::start(pid);
-    let io0 = io_write_bytes(pid);
+    let io0 = procfs::field(&pid.to_string(), "io", "write_bytes").unwrap_or(0);
     let load_s = load_parallel(s.port, keys, 2, plain);
     let load_rss = sampler.peak_mib();
     eprintln!("sndv-kv: loaded {keys} keys in {load_s:.1} s");
@@ -933,7 +916,9 @@ fn bigload() {
     let wal = info_field(s.port, "lsm", "wal_bytes").and_then(|v| v.parse::<f64>().ok());
     let tables =
         info_field(s.port, "lsm", "table_bytes_written").and_then(|v| v.parse::<f64>().ok());
-    let io_written = io_write_bytes(pid).saturating_sub(io0) as f64;
+    let io_written = procfs::field(&pid.to_string(), "io", "write_bytes")
+        .unwrap_or(0)
+        .saturating_sub(io0) as f64;
     let user_sent = keys as f64 * (plain(keys / 2).len() + VALUE_LEN) as f64;
     let disk = dir_bytes(s.dir.path());
 

@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sndv_kv::engine::{Engine, EngineConfig, FsyncPolicy, Op, View};
+use sndv_kv::procfs;
 
 const VALUE_LEN: usize = 100;
 const KEY_LEN: usize = 16;
@@ -126,20 +127,6 @@ fn parallel(threads: usize, n: u64, f: impl Fn(u64) + Sync) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn proc_field(file: &str, name: &str) -> u64 {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|r| {
-            r.trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 fn child(engine: &str, workload: &str, threads: usize, scale: u64) {
     let dir = tempfile::Builder::new()
         .prefix("vs_fjall")
@@ -192,8 +179,8 @@ fn child(engine: &str, workload: &str, threads: usize, scale: u64) {
     }
     // Dropping closes: ours joins its agents, fjall persists its journal.
     drop(kv);
-    let written = proc_field("/proc/self/io", "write_bytes");
-    let hwm_kib = proc_field("/proc/self/status", "VmHWM");
+    let written = procfs::field("self", "io", "write_bytes").unwrap_or(0);
+    let hwm_kib = procfs::field("self", "status", "VmHWM").unwrap_or(0);
     for (phase, ops) in out {
         println!(
             "RESULT {phase} {ops:.0} {:.3} {hwm_kib}",

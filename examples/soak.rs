@@ -136,30 +136,6 @@ struct Acked {
     expire: Option<(u64, u64)>,
 }
 
-fn rss_anon(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-/// Threads of process `pid` (blocking-pool threads cost stack memory, so RSS follows them).
-fn threads(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn info_field(info: &str, name: &str) -> String {
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:")))
@@ -372,7 +348,7 @@ fn main() {
             Duration::from_secs((samples.len() as u64 + 1) * 10).min(Duration::from_secs(secs));
         std::thread::sleep(next.saturating_sub(t0.elapsed()));
         let t = t0.elapsed().as_secs();
-        let rss = rss_anon(pid);
+        let rss = sndv_kv::procfs::status_bytes(&pid.to_string(), "RssAnon").unwrap_or(0);
         samples.push((t, rss));
         let info = match admin.cmd(&[b"INFO", b"everything"]) {
             Ok(R::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
@@ -403,7 +379,7 @@ fn main() {
         println!(
             "t={t:>4}s rss_anon={:>4}MiB threads={:>3} ops/s={:>6} errors={} stalls={} stall_ms_max={} flushes={} compactions={} | alloc={} allocated={} active={} resident={} cache={} memtable={} immutables={} tables={tables} l0={} l1={}",
             rss >> 20,
-            threads(pid),
+            sndv_kv::procfs::field(&pid.to_string(), "status", "Threads").unwrap_or(0),
             (ops - last_ops) / 10,
             counters.errors.load(Ordering::Relaxed),
             info_field(&info, "stalls"),

@@ -12,4 +12,5 @@
 
 pub mod config;
 pub mod engine;
+pub mod procfs;
 pub mod server;

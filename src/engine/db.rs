@@ -262,9 +262,8 @@ impl Engine {
     /// [`Engine::get`] with expiry judged at `now_ms` (a caller that already read the clock).
     pub fn get_at(&self, key: &[u8], now_ms: u64) -> Result<Option<Value>> {
         let (snap, v) = self.bb().snapshot();
-        let now = now_ms;
         Ok(v.lookup(key, snap)?
-            .filter(|e| e.is_live(now) && !v.is_dropped(e))
+            .filter(|e| e.is_live(now_ms) && !v.is_dropped(e))
             .map(Value::from_entry))
     }
 

@@ -289,7 +289,7 @@ impl Drop for InProc {
 
 /// RssAnon of process `pid` in bytes, from /proc/<pid>/status.
 pub fn rss_anon(pid: u32) -> Option<u64> {
-    sndv_kv::server::commands::server::proc_status_bytes_of(&pid.to_string(), "RssAnon")
+    sndv_kv::procfs::status_bytes(&pid.to_string(), "RssAnon")
 }
 
 /// The server binary as a child process whose pid and stderr the test can see.

@@ -261,12 +261,8 @@ impl Ingest {
         }
         let v = self.bb.current();
         // One short of the slowdown trigger: a group about to be delayed counts as blocking.
-        let slow_l0 = cfg
-            .l0_slowdown_trigger
-            .clamp(cfg.l0_compaction_trigger, cfg.l0_stop_trigger)
-            .saturating_sub(1);
         v.imms.len() >= cfg.max_immutables
-            || v.l0_count() >= slow_l0
+            || v.l0_count() >= slowdown_l0(cfg).saturating_sub(1)
             || self
                 .bb
                 .counters
@@ -544,9 +540,7 @@ impl Core {
     /// compaction can catch up before a hard stop.
     fn wait_for_room(&mut self) -> Result<()> {
         let cfg = self.bb.cfg.clone();
-        let slow_l0 = cfg
-            .l0_slowdown_trigger
-            .clamp(cfg.l0_compaction_trigger, cfg.l0_stop_trigger);
+        let slow_l0 = slowdown_l0(&cfg);
         let mut stall_start: Option<Instant> = None;
         let mut slowed = false;
         let r = loop {
@@ -666,4 +660,10 @@ fn clone_err(e: &Error) -> Error {
         Error::Closed => Error::Closed,
         other => Error::Poisoned(other.to_string()),
     }
+}
+
+/// The L0 table count from which write groups are delayed (within the configured triggers).
+fn slowdown_l0(cfg: &crate::engine::EngineConfig) -> usize {
+    cfg.l0_slowdown_trigger
+        .clamp(cfg.l0_compaction_trigger, cfg.l0_stop_trigger)
 }

@@ -69,26 +69,6 @@ fn libc_malloc_stats() -> Option<AllocatorStats> {
     None
 }
 
-/// A `/proc/self/status` field in bytes (`VmRSS`, `RssAnon`...), Linux only.
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    proc_status_bytes_of("self", field)
-}
-
-/// A `/proc/<pid>/status` field in bytes (`pid` a number or `self`), Linux only. Public for
-/// the tests and tools that watch a server's memory.
-pub fn proc_status_bytes_of(pid: &str, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Keys read per engine scan call while iterating a whole database.
 const SCAN_CHUNK: usize = 1024;
 
@@ -470,7 +450,7 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
             "used_memory:{used}\r\nused_memory_human:{}\r\n",
             human(used)
         );
-        if let Some(rss) = proc_status_bytes("VmRSS") {
+        if let Some(rss) = crate::procfs::status_bytes("self", "VmRSS") {
             // Includes the mapped table files' resident pages; rss_anon does not.
             let _ = write!(
                 b,
@@ -478,7 +458,7 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
                 human(rss)
             );
         }
-        if let Some(anon) = proc_status_bytes("RssAnon") {
+        if let Some(anon) = crate::procfs::status_bytes("self", "RssAnon") {
             let _ = write!(b, "rss_anon:{anon}\r\n");
         }
         if let Some(a) = alloc {
