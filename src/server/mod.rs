@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-pub use crate::engine::Counter;
+use crate::engine::Counter;
 use crate::engine::{Engine, FsStorage, Storage, SystemClock};
 
 /// Server-wide counters shown by INFO.
@@ -168,12 +168,13 @@ impl Shared {
         }
     }
 
-    /// The engine once it is open; `None` while loading.
+    /// Replaces the config and tells the connections (they re-read their limits).
     pub fn set_config(&self, cfg: Config) {
         *self.cfg.write() = cfg;
         self.cfg_gen.fetch_add(1, Ordering::Release);
     }
 
+    /// The engine once it is open; `None` while loading.
     pub fn engine(&self) -> Option<&Engine> {
         self.engine.get()
     }
@@ -296,9 +297,7 @@ async fn serve_inner(
     let io_threads = shared.cfg.read().io_threads as usize;
     let pool = match io_threads {
         0 => None,
-        n => Some(Arc::new(
-            io::IoPool::start(n).map_err(|e| format!("cannot start the IO threads: {e}"))?,
-        )),
+        n => Some(io::IoPool::start(n).map_err(|e| format!("cannot start the IO threads: {e}"))?),
     };
 
     // Every connection holds a clone; when all are dropped, all connections have finished.
@@ -317,7 +316,7 @@ async fn serve_inner(
                         continue;
                     }
                 };
-                accept_one(&shared, pool.as_deref(), sock, peer, done_tx.clone());
+                accept_one(&shared, pool.as_ref(), sock, peer, done_tx.clone());
             }
             _ = shutdown_rx.changed() => {
                 info!("shutdown requested");
@@ -335,7 +334,7 @@ async fn serve_inner(
     drop(listener);
     drop(done_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), done_rx.recv()).await;
-    if let Some(pool) = pool.and_then(|p| Arc::try_unwrap(p).ok()) {
+    if let Some(pool) = pool {
         let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;
     }
     if let Some(engine) = shared.engine() {
