@@ -342,7 +342,9 @@ impl Engine {
                     }));
                 }
             }
-            _ => ingest.try_drive(false),
+            // Leading is short here (no fsync, no stall expected): wait for a current leader
+            // rather than park this task and be woken from another thread when it is done.
+            _ => ingest.drive(),
         }
         unbox(rx.await.map_err(|_| self.stopped())??)
     }
