@@ -54,6 +54,8 @@ pub struct Config {
     pub compaction_policy: CompactionPolicy,
     /// Event-loop threads serving client connections (0: on the shared multi-thread runtime).
     pub io_threads: u32,
+    /// Niceness of the flush and compaction threads (0..=19; 0 = same as the server).
+    pub background_nice: u32,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             table_target_bytes: 64 * 1024 * 1024,
             compaction_policy: CompactionPolicy::Leveled,
             io_threads: default_io_threads(),
+            background_nice: 0,
         }
     }
 }
@@ -109,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("table_target_bytes", &self.table_target_bytes)
             .field("compaction_policy", &self.compaction_policy)
             .field("io_threads", &self.io_threads)
+            .field("background_nice", &self.background_nice)
             .finish()
     }
 }
@@ -217,6 +221,9 @@ impl Config {
         if self.table_target_bytes < 64 * 1024 {
             return bad("table_target_bytes", "must be at least 65536");
         }
+        if self.background_nice > 19 {
+            return bad("background_nice", "must be between 0 and 19");
+        }
         Ok(())
     }
 
@@ -236,6 +243,7 @@ impl Config {
             write_queue_bytes: clamp_usize((self.memtable_bytes / 2).max(1024 * 1024)),
             block_cache_bytes: clamp_usize(self.block_cache_bytes),
             compaction_policy: self.compaction_policy.as_str().to_string(),
+            background_nice: self.background_nice as i32,
             // Level sizing keeps the engine's defaults.
             ..EngineConfig::default()
         }

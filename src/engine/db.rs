@@ -225,16 +225,20 @@ impl Engine {
         let ingest = Arc::new(Ingest::new(bb.clone(), wal));
         let spawn_err = |e| Error::io("starting agent threads", e);
         let timer = ingest.clone();
+        let nice = cfg.background_nice;
         let threads = vec![
-            agents::spawn("ingest", bb.clone(), move || timer.run_timer()).map_err(spawn_err)?,
+            agents::spawn("ingest", bb.clone(), 0, move || timer.run_timer()).map_err(spawn_err)?,
             {
                 let b = bb.clone();
-                agents::spawn("flush", bb.clone(), move || flush::run(b)).map_err(spawn_err)?
+                agents::spawn("flush", bb.clone(), nice, move || flush::run(b))
+                    .map_err(spawn_err)?
             },
             {
                 let b = bb.clone();
-                agents::spawn("compaction", bb.clone(), move || agents::compaction::run(b))
-                    .map_err(spawn_err)?
+                agents::spawn("compaction", bb.clone(), nice, move || {
+                    agents::compaction::run(b)
+                })
+                .map_err(spawn_err)?
             },
         ];
         let permit_total = (cfg.write_queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
@@ -326,13 +330,13 @@ impl Engine {
             reply,
             permit: Some(permit),
         })?;
-        // Lead if no one does. An fsync or a stall must not hold up the runtime's other tasks:
-        // a multi-thread runtime is told with block_in_place; a single-threaded event loop hands
+        // Lead if no one does. A stall must not hold up the runtime's other tasks: a
+        // multi-thread runtime is told with block_in_place; a single-threaded event loop hands
         // the leading to the blocking pool and keeps serving its other clients meanwhile.
         use tokio::runtime::{Handle, RuntimeFlavor};
         match Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(RuntimeFlavor::MultiThread) => ingest.try_drive(true),
-            Ok(_) if ingest.may_block() => {
+            Ok(_) if ingest.may_stall() => {
                 // Only when no one leads: one blocking-pool task per group, not per writer
                 // (the pool would otherwise start a thread for every writer waiting on a sync).
                 if !ingest.is_leading() {
@@ -341,6 +345,14 @@ impl Engine {
                         engine.inner.ingest.try_drive(false)
                     }));
                 }
+            }
+            // An event loop syncs inline once per turn, as Redis' `appendfsync always` does:
+            // first the loop's other ready clients queue their writes, then one group (one
+            // fdatasync) answers them all. Handing the group to a blocking thread instead costs
+            // that thread's wake-up and a cross-thread wake of every writer, per group.
+            Ok(_) if ingest.syncs_each_group() => {
+                tokio::task::yield_now().await;
+                ingest.try_drive(false);
             }
             // Leading is short here (no fsync, no stall expected): wait for a current leader
             // rather than park this task and be woken from another thread when it is done.

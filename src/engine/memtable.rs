@@ -14,16 +14,14 @@
 //! seqno (Acquire) before it probes, so it sees every version up to its snapshot and skips
 //! the newer ones by seqno.
 
-use std::borrow::Borrow;
 use std::ops::Bound;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use crossbeam_skiplist::map::Entry as MapEntry;
-use crossbeam_skiplist::SkipMap;
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::skiplist::{NodeRef, SkipList};
 use super::types::{Entry, Kind, SeqNo};
 
 /// One version of a key.
@@ -82,6 +80,7 @@ impl Drop for KeyRec {
 }
 
 /// The skip list's key: the record, ordered by its key bytes.
+#[derive(Clone, Copy)]
 struct RecKey {
     /// The key's first 32 bytes, zero-padded, big-endian: ordered like the key itself, so most
     /// comparisons of a skip-list search end here without following the pointer to the record
@@ -99,6 +98,15 @@ impl RecKey {
         // SAFETY: see the type's Send/Sync note; records outlive the skip list's nodes.
         unsafe { &*self.rec }
     }
+
+    /// True when this key sorts before `p`'s.
+    fn before(&self, p: &Probe) -> bool {
+        (self.head, self.rec().key.as_ref()) < (p.head, p.key)
+    }
+
+    fn is(&self, p: &Probe) -> bool {
+        self.head == p.head && self.rec().key.as_ref() == p.key
+    }
 }
 
 type Head = (u128, u128);
@@ -114,17 +122,6 @@ fn head_of(key: &[u8]) -> Head {
     )
 }
 
-/// A key comparable with the stored [`RecKey`]s without owning it.
-trait KeyView {
-    fn parts(&self) -> (Head, &[u8]);
-}
-
-impl KeyView for RecKey {
-    fn parts(&self) -> (Head, &[u8]) {
-        (self.head, &self.rec().key)
-    }
-}
-
 struct Probe<'a> {
     head: Head,
     key: &'a [u8],
@@ -136,51 +133,6 @@ impl<'a> Probe<'a> {
             head: head_of(key),
             key,
         }
-    }
-}
-
-impl KeyView for Probe<'_> {
-    fn parts(&self) -> (Head, &[u8]) {
-        (self.head, self.key)
-    }
-}
-
-impl<'a> Borrow<dyn KeyView + 'a> for RecKey {
-    fn borrow(&self) -> &(dyn KeyView + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn KeyView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-impl Eq for dyn KeyView + '_ {}
-impl PartialOrd for dyn KeyView + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for dyn KeyView + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
-    }
-}
-impl PartialEq for RecKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-impl Eq for RecKey {}
-impl PartialOrd for RecKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for RecKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
     }
 }
 
@@ -301,7 +253,7 @@ unsafe impl Send for Unlinked {}
 pub struct Memtable {
     /// Every key once, in key order. Declared first: dropped before the records it points at
     /// are freed (by `Drop for Memtable`, which runs before any field is dropped).
-    map: SkipMap<RecKey, ()>,
+    map: SkipList<RecKey>,
     index: Index,
     unlinked: parking_lot::Mutex<Vec<Unlinked>>,
     versions: AtomicUsize,
@@ -316,10 +268,15 @@ pub struct Memtable {
 
 impl Drop for Memtable {
     fn drop(&mut self) {
-        for e in self.map.iter() {
-            // SAFETY: each record was made by Box::into_raw in `add_rec`, is in the skip list
-            // exactly once, and nothing can reach it once the memtable is being dropped.
-            drop(unsafe { Box::from_raw(e.key().rec as *mut KeyRec) });
+        let mut n = self.map.first();
+        while let Some(node) = n {
+            // SAFETY: the list is alive (it is dropped after this); each record was made by
+            // Box::into_raw in `add_rec`, is in the list exactly once, and nothing can reach
+            // it once the memtable is being dropped.
+            unsafe {
+                drop(Box::from_raw(node.key().rec as *mut KeyRec));
+                n = node.next();
+            }
         }
         for u in self.unlinked.get_mut().drain(..) {
             // SAFETY: unlinked versions were made by Box::into_raw and are in no chain.
@@ -339,7 +296,7 @@ impl Memtable {
     /// A memtable expected to hold about `budget_bytes` of entries (sizes its hash index).
     pub fn with_budget(wal_number: Option<u64>, budget_bytes: usize) -> Memtable {
         Memtable {
-            map: SkipMap::new(),
+            map: SkipList::new(),
             index: Index::new(budget_bytes),
             unlinked: parking_lot::Mutex::new(Vec::new()),
             versions: AtomicUsize::new(0),
@@ -357,9 +314,11 @@ impl Memtable {
         if !self.index.full.load(Ordering::Acquire) {
             return None;
         }
-        let e = self.map.get(&Probe::new(key) as &dyn KeyView)?;
-        // SAFETY: the record outlives the entry (it lives as long as `self`).
-        Some(unsafe { &*e.key().rec })
+        let p = Probe::new(key);
+        let n = self.map.seek(|k| k.before(&p))?;
+        // SAFETY: the node and its record live as long as `self`.
+        let k = unsafe { n.key() };
+        k.is(&p).then(|| k.rec())
     }
 
     /// Writer only: a new key's record, linked into the skip list and the index.
@@ -370,7 +329,13 @@ impl Memtable {
             key,
             newest: AtomicPtr::new(ptr::null_mut()),
         }));
-        self.map.insert(RecKey { head, rec: p }, ());
+        let probe = Probe {
+            head,
+            // SAFETY: just allocated, not shared yet.
+            key: unsafe { &(*p).key },
+        };
+        self.map
+            .insert(RecKey { head, rec: p }, |k| k.before(&probe));
         self.index.add(p, hash);
         // SAFETY: just allocated; freed only when `self` drops.
         unsafe { &*p }
@@ -466,22 +431,25 @@ impl Memtable {
     /// Entries from the first whose key >= `start` (or > for Excluded), in (key, seqno desc)
     /// order.
     pub fn iter(self: &std::sync::Arc<Self>, start: Bound<&[u8]>) -> MemIter {
-        let first = match start {
-            Bound::Unbounded => self.map.front(),
-            Bound::Included(k) => self
-                .map
-                .lower_bound(Bound::Included(&Probe::new(k) as &dyn KeyView)),
-            Bound::Excluded(k) => self
-                .map
-                .lower_bound(Bound::Excluded(&Probe::new(k) as &dyn KeyView)),
+        let cur = match start {
+            Bound::Unbounded => self.map.first(),
+            Bound::Included(k) => {
+                let p = Probe::new(k);
+                self.map.seek(|n| n.before(&p))
+            }
+            Bound::Excluded(k) => {
+                let p = Probe::new(k);
+                let n = self.map.seek(|n| n.before(&p));
+                // SAFETY: the list lives as long as `self`.
+                match n {
+                    Some(x) if unsafe { x.key() }.is(&p) => unsafe { x.next() },
+                    other => other,
+                }
+            }
         };
-        // SAFETY: the entry borrows the skip list, which lives as long as the memtable; the
-        // iterator holds the memtable by Arc and drops the entry first (field order).
-        let cur: Option<MapEntry<'static, RecKey, ()>> = first.map(|e| unsafe {
-            std::mem::transmute::<MapEntry<'_, RecKey, ()>, MapEntry<'static, RecKey, ()>>(e)
-        });
-        let ver = cur.as_ref().map_or(ptr::null_mut(), |e| {
-            e.key().rec().newest.load(Ordering::Acquire)
+        // SAFETY: nodes live as long as the memtable.
+        let ver = cur.map_or(ptr::null_mut(), |n| {
+            unsafe { n.key() }.rec().newest.load(Ordering::Acquire)
         });
         MemIter {
             cur,
@@ -491,11 +459,12 @@ impl Memtable {
     }
 }
 
-/// An owning cursor over a memtable: it holds its place in the skip list (a counted
-/// reference to the node), so each step is O(1), and stays valid while the writer inserts.
+/// An owning cursor over a memtable: it holds its place in the skip list (a node, which
+/// lives as long as the memtable it holds), so each step is O(1), and stays valid while the
+/// writer inserts.
 pub struct MemIter {
-    /// The current key. Declared before `_mem`: dropped while the memtable is alive.
-    cur: Option<MapEntry<'static, RecKey, ()>>,
+    /// The current key's node.
+    cur: Option<NodeRef<RecKey>>,
     /// The next version of the current key to return; null: go to the next key.
     ver: *mut Ver,
     _mem: std::sync::Arc<Memtable>,
@@ -510,17 +479,18 @@ impl Iterator for MemIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let e = self.cur.as_mut()?;
-            let rec = e.key().rec();
+            let node = self.cur?;
+            // SAFETY: `_mem` keeps the list and its nodes alive.
+            let rec = unsafe { node.key() }.rec();
             // SAFETY: see `ver`.
             if let Some(v) = unsafe { self.ver.as_ref() } {
                 self.ver = v.next.load(Ordering::Acquire);
                 return Some(Ok(rec.entry(v)));
             }
-            if e.move_next() {
-                self.ver = e.key().rec().newest.load(Ordering::Acquire);
-            } else {
-                self.cur = None;
+            // SAFETY: as above.
+            self.cur = unsafe { node.next() };
+            if let Some(n) = self.cur {
+                self.ver = unsafe { n.key() }.rec().newest.load(Ordering::Acquire);
             }
         }
     }

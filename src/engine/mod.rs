@@ -16,6 +16,7 @@ pub mod fault;
 pub mod iter;
 pub mod manifest;
 pub mod memtable;
+mod skiplist;
 pub mod sstable;
 pub mod storage;
 pub mod types;
@@ -77,6 +78,10 @@ pub struct EngineConfig {
     /// above the first, stop writers above the second (while compaction can make progress).
     pub pending_compaction_bytes_slowdown: u64,
     pub pending_compaction_bytes_stop: u64,
+    /// Niceness (0..=19) of the flush and compaction threads: above 0 the scheduler lets
+    /// foreground work (serving clients) go first when the cores are busy. Backpressure
+    /// (slowdown and stop triggers) still bounds how far background work may fall behind.
+    pub background_nice: i32,
 }
 
 /// A live value as read.
@@ -174,6 +179,7 @@ impl Default for EngineConfig {
             l0_slowdown_trigger: 8,
             pending_compaction_bytes_slowdown: 64 << 30,
             pending_compaction_bytes_stop: 256 << 30,
+            background_nice: 0,
         }
     }
 }
@@ -217,6 +223,9 @@ impl EngineConfig {
         }
         if !(2..=1000).contains(&self.level_ratio) {
             return bad("level_ratio", "must be between 2 and 1000");
+        }
+        if !(0..=19).contains(&self.background_nice) {
+            return bad("background_nice", "must be between 0 and 19");
         }
         if self.pending_compaction_bytes_stop < self.pending_compaction_bytes_slowdown {
             return bad(

@@ -97,14 +97,24 @@ impl<'a> Decoder<'a> {
     }
 
     /// Unsigned LEB128, at most 10 bytes.
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, Bad> {
+        // Lengths, prefix counts, kinds and zero expiries are one byte: decode those inline.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, Bad> {
         let start = self.pos;
+        let rest = self.buf.get(start..).unwrap_or(&[]);
         let mut v = 0u64;
-        for i in 0..10 {
-            let b = self.u8().map_err(|_| Bad {
-                at: start,
-                reason: "truncated varint",
-            })?;
+        for (i, &b) in rest.iter().take(10).enumerate() {
             if i == 9 && b > 1 {
                 return Err(Bad {
                     at: start,
@@ -113,12 +123,17 @@ impl<'a> Decoder<'a> {
             }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
+                self.pos = start + i + 1;
                 return Ok(v);
             }
         }
         Err(Bad {
             at: start,
-            reason: "varint too long",
+            reason: if rest.len() < 10 {
+                "truncated varint"
+            } else {
+                "varint too long"
+            },
         })
     }
 
