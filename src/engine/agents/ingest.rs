@@ -259,12 +259,12 @@ impl Ingest {
     }
 
     /// True when every group is fdatasync'ed before it is answered.
-    pub(crate) fn syncs_each_group(&self) -> bool {
+    fn syncs_each_group(&self) -> bool {
         self.bb.cfg.fsync == FsyncPolicy::Always
     }
 
     /// True when the next group may be delayed or stopped until flush/compaction catch up.
-    pub(crate) fn may_stall(&self) -> bool {
+    fn may_stall(&self) -> bool {
         let cfg = &self.bb.cfg;
         let v = self.bb.current();
         // One short of the slowdown trigger: a group about to be delayed counts as blocking.
