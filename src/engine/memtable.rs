@@ -99,6 +99,17 @@ impl RecKey {
         unsafe { &*self.rec }
     }
 
+    fn probe(&self) -> Probe<'_> {
+        Probe {
+            head: self.head,
+            key: &self.rec().key,
+        }
+    }
+
+    fn order(&self, other: &RecKey) -> std::cmp::Ordering {
+        (self.head, self.rec().key.as_ref()).cmp(&(other.head, other.rec().key.as_ref()))
+    }
+
     /// True when this key sorts before `p`'s.
     fn before(&self, p: &Probe) -> bool {
         (self.head, self.rec().key.as_ref()) < (p.head, p.key)
@@ -223,8 +234,9 @@ impl Index {
         }
     }
 
-    /// Writer only. The key must not be in the index yet.
-    fn add(&self, rec: *const KeyRec, hash: u64) {
+    /// Writer only. The key must not be in the index yet. False when the index is full (the
+    /// key was not added).
+    fn add(&self, rec: *const KeyRec, hash: u64) -> bool {
         let slots = self.slots();
         let used = self.used.load(Ordering::Relaxed);
         let addr = rec as u64;
@@ -234,7 +246,7 @@ impl Index {
             || addr == 0
         {
             self.full.store(true, Ordering::Release);
-            return;
+            return false;
         }
         let mut i = hash as usize & self.mask;
         while slots[i].load(Ordering::Relaxed) != 0 {
@@ -242,6 +254,7 @@ impl Index {
         }
         slots[i].store(addr | tag_of(hash), Ordering::Release);
         self.used.store(used + 1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -250,10 +263,23 @@ struct Unlinked(*mut Ver);
 // SAFETY: only the memtable's owner frees it, on drop.
 unsafe impl Send for Unlinked {}
 
+/// The key order, brought up to date only when someone needs it (see [`Memtable::ordered`]).
+struct Order {
+    /// Records of keys in the index but not yet in the current list, in arrival order.
+    pending: Vec<RecKey>,
+    /// Every list that has been current, the current one last. Earlier ones stay allocated
+    /// until the memtable drops: an iterator may still be walking one. Each replacement holds
+    /// at least 1.5x its predecessor's keys, so together they are at most ~2x the current.
+    lists: Vec<Box<SkipList<RecKey>>>,
+    /// Keys in the current list.
+    linked: usize,
+}
+
 pub struct Memtable {
-    /// Every key once, in key order. Declared first: dropped before the records it points at
-    /// are freed (by `Drop for Memtable`, which runs before any field is dropped).
-    map: SkipList<RecKey>,
+    /// The current list of [`Order::lists`]: every key, in key order, but those still
+    /// pending. Readers load it (Acquire) after bringing it up to date under `order`.
+    list: AtomicPtr<SkipList<RecKey>>,
+    order: parking_lot::Mutex<Order>,
     index: Index,
     unlinked: parking_lot::Mutex<Vec<Unlinked>>,
     versions: AtomicUsize,
@@ -268,7 +294,14 @@ pub struct Memtable {
 
 impl Drop for Memtable {
     fn drop(&mut self) {
-        let mut n = self.map.first();
+        // Each record is either pending or in the current list (the older lists hold a subset
+        // of the current one's).
+        let order = self.order.get_mut();
+        for k in order.pending.drain(..) {
+            // SAFETY: made by Box::into_raw in `add_rec`, pending exactly once, unreachable now.
+            drop(unsafe { Box::from_raw(k.rec as *mut KeyRec) });
+        }
+        let mut n = order.lists.last().and_then(|l| l.first());
         while let Some(node) = n {
             // SAFETY: the list is alive (it is dropped after this); each record was made by
             // Box::into_raw in `add_rec`, is in the list exactly once, and nothing can reach
@@ -295,8 +328,13 @@ impl Memtable {
 
     /// A memtable expected to hold about `budget_bytes` of entries (sizes its hash index).
     pub fn with_budget(wal_number: Option<u64>, budget_bytes: usize) -> Memtable {
-        Memtable {
-            map: SkipList::new(),
+        let m = Memtable {
+            list: AtomicPtr::new(ptr::null_mut()),
+            order: parking_lot::Mutex::new(Order {
+                pending: Vec::new(),
+                lists: Vec::new(),
+                linked: 0,
+            }),
             index: Index::new(budget_bytes),
             unlinked: parking_lot::Mutex::new(Vec::new()),
             versions: AtomicUsize::new(0),
@@ -304,7 +342,54 @@ impl Memtable {
             min_seqno: AtomicU64::new(u64::MAX),
             max_seqno: AtomicU64::new(0),
             wal_numbers: parking_lot::Mutex::new(wal_number.into_iter().collect()),
+        };
+        m.install(&mut m.order.lock(), SkipList::new(), 0);
+        m
+    }
+
+    /// Makes `list` (holding `linked` keys) the current one.
+    fn install(&self, order: &mut Order, list: SkipList<RecKey>, linked: usize) {
+        let mut b = Box::new(list);
+        self.list.store(&mut *b, Ordering::Release);
+        order.lists.push(b);
+        order.linked = linked;
+    }
+
+    /// The current list; complete only up to the last [`Memtable::ordered`] call.
+    fn list(&self) -> &SkipList<RecKey> {
+        // SAFETY: set at construction, and every list ever installed stays allocated (in
+        // `order.lists`) until `self` drops.
+        unsafe { &*self.list.load(Ordering::Acquire) }
+    }
+
+    /// The list with every key added so far. New keys are only indexed on the write path
+    /// (a skip-list insert is a dozen or more cache misses over a large table); the first
+    /// reader of the order after them sorts them, then either inserts them one by one (few)
+    /// or merges them with the current list into a new one built in order (many: the usual
+    /// case of a flush, which reads the order once, at the end).
+    fn ordered(&self) -> &SkipList<RecKey> {
+        let mut order = self.order.lock();
+        if !order.pending.is_empty() {
+            let mut new = std::mem::take(&mut order.pending);
+            new.sort_unstable_by(|a, b| a.order(b));
+            let cur = self.list();
+            if new.len() * 2 < order.linked {
+                for k in &new {
+                    let p = k.probe();
+                    cur.insert(*k, |n| n.before(&p));
+                }
+                order.linked += new.len();
+            } else {
+                let linked = order.linked + new.len();
+                let merged = SkipList::from_sorted(MergeSorted {
+                    // SAFETY: the current list stays allocated while `self` lives.
+                    old: cur.first(),
+                    new: new.into_iter().peekable(),
+                });
+                self.install(&mut order, merged, linked);
+            }
         }
+        self.list()
     }
 
     fn find_rec(&self, hash: u64, key: &[u8]) -> Option<&KeyRec> {
@@ -314,14 +399,16 @@ impl Memtable {
         if !self.index.full.load(Ordering::Acquire) {
             return None;
         }
+        // Keys outside the index are never pending: the current list has them.
         let p = Probe::new(key);
-        let n = self.map.seek(|k| k.before(&p))?;
+        let n = self.list().seek(|k| k.before(&p))?;
         // SAFETY: the node and its record live as long as `self`.
         let k = unsafe { n.key() };
         k.is(&p).then(|| k.rec())
     }
 
-    /// Writer only: a new key's record, linked into the skip list and the index.
+    /// Writer only: a new key's record, put in the index and queued for the key order (or,
+    /// once the index is full, linked into the order at once).
     fn add_rec(&self, hash: u64, key: Bytes) -> &KeyRec {
         let head = head_of(&key);
         let p: *const KeyRec = Box::into_raw(Box::new(KeyRec {
@@ -329,14 +416,18 @@ impl Memtable {
             key,
             newest: AtomicPtr::new(ptr::null_mut()),
         }));
-        let probe = Probe {
-            head,
-            // SAFETY: just allocated, not shared yet.
-            key: unsafe { &(*p).key },
-        };
-        self.map
-            .insert(RecKey { head, rec: p }, |k| k.before(&probe));
-        self.index.add(p, hash);
+        let rk = RecKey { head, rec: p };
+        // Queued before the caller links a version, so before that version's seqno is
+        // published: a reader that takes a snapshot and then asks for the order finds it.
+        let mut order = self.order.lock();
+        if self.index.add(p, hash) {
+            order.pending.push(rk);
+        } else {
+            let probe = rk.probe();
+            self.list().insert(rk, |k| k.before(&probe));
+            order.linked += 1;
+        }
+        drop(order);
         // SAFETY: just allocated; freed only when `self` drops.
         unsafe { &*p }
     }
@@ -404,7 +495,7 @@ impl Memtable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.versions.load(Ordering::Relaxed) == 0
     }
 
     /// Number of versions held.
@@ -430,16 +521,19 @@ impl Memtable {
 
     /// Entries from the first whose key >= `start` (or > for Excluded), in (key, seqno desc)
     /// order.
+    /// Callers take their snapshot first: every key with a version up to it is then in the
+    /// order this reads.
     pub fn iter(self: &std::sync::Arc<Self>, start: Bound<&[u8]>) -> MemIter {
+        let list = self.ordered();
         let cur = match start {
-            Bound::Unbounded => self.map.first(),
+            Bound::Unbounded => list.first(),
             Bound::Included(k) => {
                 let p = Probe::new(k);
-                self.map.seek(|n| n.before(&p))
+                list.seek(|n| n.before(&p))
             }
             Bound::Excluded(k) => {
                 let p = Probe::new(k);
-                let n = self.map.seek(|n| n.before(&p));
+                let n = list.seek(|n| n.before(&p));
                 // SAFETY: the list lives as long as `self`.
                 match n {
                     Some(x) if unsafe { x.key() }.is(&p) => unsafe { x.next() },
@@ -455,6 +549,29 @@ impl Memtable {
             cur,
             ver,
             _mem: self.clone(),
+        }
+    }
+}
+
+/// The keys of a list and a sorted batch of new ones (disjoint), in order.
+struct MergeSorted {
+    old: Option<NodeRef<RecKey>>,
+    new: std::iter::Peekable<std::vec::IntoIter<RecKey>>,
+}
+
+impl Iterator for MergeSorted {
+    type Item = RecKey;
+
+    fn next(&mut self) -> Option<RecKey> {
+        // SAFETY: the old list stays allocated while its memtable lives, which outlasts this.
+        let old = self.old.map(|n| unsafe { *n.key() });
+        match (old, self.new.peek()) {
+            (Some(o), Some(n)) if n.order(&o) == std::cmp::Ordering::Less => self.new.next(),
+            (Some(o), _) => {
+                self.old = self.old.and_then(|n| unsafe { n.next() });
+                Some(o)
+            }
+            (None, _) => self.new.next(),
         }
     }
 }
@@ -670,6 +787,93 @@ mod tests {
             .collect();
         for s in 1..=KEYS * 5 {
             m.insert(put(&format!("k{}", (s - 1) % KEYS), s, &s.to_string()));
+            visible.store(s, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn order_catches_up_with_keys_added_between_scans() {
+        // Rounds of new keys of very different sizes between scans: few (inserted one by
+        // one), many (merged into a rebuilt list), and past the index's capacity (linked at
+        // once); every scan must list exactly the keys so far, in order, from any start.
+        use std::collections::BTreeMap;
+        let m = Arc::new(Memtable::with_budget(None, 64 << 10));
+        let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut x = 99u64;
+        let mut seq = 0;
+        for round in [1usize, 3, 500, 2, 40, 2000, 7, 900, 1, 3000, 5] {
+            for _ in 0..round {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let k = format!("k{:06}", (x >> 33) % 20_000).into_bytes();
+                seq += 1;
+                m.insert(put(std::str::from_utf8(&k).unwrap(), seq, "v"));
+                model.insert(k, seq);
+            }
+            let got: Vec<(Vec<u8>, u64)> = m
+                .iter(Bound::Unbounded)
+                .map(|e| e.map(|e| (e.key.to_vec(), e.seqno)).unwrap())
+                .filter(|(k, s)| model.get(k) == Some(s))
+                .collect();
+            let want: Vec<(Vec<u8>, u64)> = model.iter().map(|(k, s)| (k.clone(), *s)).collect();
+            assert_eq!(got, want, "after a round of {round}");
+            let mid = b"k010000".as_slice();
+            let from: Vec<Vec<u8>> = m
+                .iter(Bound::Excluded(mid))
+                .map(|e| e.unwrap().key.to_vec())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let want: Vec<Vec<u8>> = model
+                .keys()
+                .filter(|k| k.as_slice() > mid)
+                .cloned()
+                .collect();
+            assert_eq!(from, want);
+        }
+        assert!(
+            m.index.full.load(Ordering::Relaxed),
+            "the test should overflow the index"
+        );
+    }
+
+    #[test]
+    fn scans_during_writes_see_every_key_of_their_snapshot() {
+        // Readers take the published seqno, then scan: each key first written at or below it
+        // must be there, in order, while the writer keeps adding keys.
+        use std::sync::atomic::AtomicBool;
+        let m = Arc::new(Memtable::with_budget(None, 1 << 20));
+        let visible = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (m, visible, done) = (m.clone(), visible.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut scans = 0;
+                    while !done.load(Ordering::Acquire) || scans < 5 {
+                        let snap = visible.load(Ordering::Acquire);
+                        let keys: Vec<u64> = m
+                            .iter(Bound::Unbounded)
+                            .map(|e| e.unwrap())
+                            .filter(|e| e.seqno <= snap)
+                            .map(|e| std::str::from_utf8(&e.key[1..]).unwrap().parse().unwrap())
+                            .collect();
+                        // Seqno s writes key number s * 7919 % 100_000 (all distinct here).
+                        let mut want: Vec<u64> = (1..=snap).map(|s| s * 7919 % 100_000).collect();
+                        want.sort_by_key(|k| format!("{k:06}"));
+                        assert_eq!(keys, want, "snapshot {snap}");
+                        scans += 1;
+                    }
+                })
+            })
+            .collect();
+        for s in 1..=20_000u64 {
+            m.insert(put(&format!("k{:06}", s * 7919 % 100_000), s, "v"));
             visible.store(s, Ordering::Release);
         }
         done.store(true, Ordering::Release);

@@ -130,10 +130,6 @@ impl<K: Copy> SkipList<K> {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.first().is_none()
-    }
-
     pub(crate) fn first(&self) -> Option<NodeRef<K>> {
         // SAFETY: the head has MAX_HEIGHT pointers and lives as long as `self`.
         let p = unsafe { Node::next(self.head.as_ptr(), 0) }.load(Ordering::Acquire);
@@ -203,6 +199,35 @@ impl<K: Copy> SkipList<K> {
         }
     }
 
+    /// A list of `keys`, which must be strictly ascending, built by appending: each node is
+    /// linked after the tail of every level it reaches (no search), and consecutive keys sit
+    /// next to each other in the arena, so a later walk in order reads memory in order.
+    pub(crate) fn from_sorted(keys: impl IntoIterator<Item = K>) -> SkipList<K> {
+        let l = SkipList::new();
+        let mut tail = [l.head.as_ptr() as *const Node<K>; MAX_HEIGHT];
+        let mut top = 1;
+        {
+            let mut arena = l.arena.lock();
+            for key in keys {
+                let height = l.random_height();
+                let node = arena.alloc(Node::<K>::size(height)).cast::<Node<K>>();
+                // SAFETY: fresh zeroed arena memory for the header and `height` pointers (null:
+                // the node is the last on every level it reaches); the list is not shared yet.
+                unsafe {
+                    ptr::addr_of_mut!((*node).key).write(key);
+                    for (level, t) in tail.iter_mut().enumerate().take(height) {
+                        Node::next(*t, level).store(node, Ordering::Relaxed);
+                        *t = node;
+                    }
+                }
+                top = top.max(height);
+            }
+        }
+        // Published to readers by whoever shares the list (a Release store of its address).
+        l.height.store(top, Ordering::Relaxed);
+        l
+    }
+
     fn random_height(&self) -> usize {
         // xorshift64*; only the writer draws.
         let mut x = self.rng.load(Ordering::Relaxed);
@@ -238,7 +263,7 @@ mod tests {
     #[test]
     fn ordered_seek_and_many_levels() {
         let l = SkipList::<u64>::new();
-        assert!(l.is_empty());
+        assert!(l.first().is_none());
         let mut x = 1u64;
         let mut keys = Vec::new();
         for _ in 0..20_000 {
@@ -261,6 +286,29 @@ mod tests {
             let got = l.seek(|n| *n < probe).map(|r| unsafe { *r.key() });
             assert_eq!(got, want, "probe {probe}");
         }
+    }
+
+    #[test]
+    fn built_from_sorted_keys_then_inserted_into() {
+        let keys: Vec<u64> = (0..10_000u64).map(|i| i * 3).collect();
+        let l = SkipList::from_sorted(keys.iter().copied());
+        assert_eq!(collect(&l), keys);
+        assert!(l.height.load(Ordering::Relaxed) > 3);
+        for probe in [0, 1, 2999, 3000, 29_997, 29_998] {
+            let want = keys.iter().copied().find(|&k| k >= probe);
+            // SAFETY: `l` is alive.
+            let got = l.seek(|n| *n < probe).map(|r| unsafe { *r.key() });
+            assert_eq!(got, want, "probe {probe}");
+        }
+        // Searches and inserts work on a built list like on any other.
+        for k in [1u64, 4, 29_999, 100_000] {
+            l.insert(k, |n| *n < k);
+        }
+        let mut want = keys.clone();
+        want.extend([1, 4, 29_999, 100_000]);
+        want.sort();
+        assert_eq!(collect(&l), want);
+        assert!(SkipList::<u64>::from_sorted([]).first().is_none());
     }
 
     #[test]
