@@ -270,6 +270,9 @@ struct Order {
     /// Every list that has been current, the current one last. Earlier ones stay allocated
     /// until the memtable drops: an iterator may still be walking one. Each replacement holds
     /// at least 1.5x its predecessor's keys, so together they are at most ~2x the current.
+    /// Boxed: `Memtable::list` points at the current one, which must not move when the
+    /// vector grows.
+    #[allow(clippy::vec_box)]
     lists: Vec<Box<SkipList<RecKey>>>,
     /// Keys in the current list.
     linked: usize,
