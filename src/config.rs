@@ -352,6 +352,10 @@ mod tests {
         let e =
             Config::from_toml("l0_compaction_trigger = 8\nl0_stop_trigger = 4\n").expect_err("bad");
         assert!(e.to_string().contains("field 'l0_stop_trigger'"));
+        let e = Config::from_toml("background_nice = 20\n").expect_err("bad");
+        assert!(e.to_string().contains("field 'background_nice'"));
+        let c = Config::from_toml("background_nice = 7\n").expect("config");
+        assert_eq!(c.engine_config().background_nice, 7);
     }
 
     #[test]

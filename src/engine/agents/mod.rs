@@ -51,3 +51,57 @@ fn lower_priority(nice: i32) {
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use crate::engine::{Engine, EngineConfig};
+
+    /// (thread name, niceness) of this process' threads.
+    fn threads() -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for t in std::fs::read_dir("/proc/self/task").unwrap() {
+            let p = t.unwrap().path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(p.join("comm")),
+                std::fs::read_to_string(p.join("stat")),
+            ) else {
+                continue; // the thread ended meanwhile
+            };
+            // Fields after the parenthesised name: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice = rest.split(' ').nth(16).unwrap().parse().unwrap();
+            out.push((comm.trim().to_string(), nice));
+        }
+        out
+    }
+
+    #[test]
+    fn background_threads_run_at_the_niceness_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = threads()[0].1;
+        let cfg = EngineConfig {
+            background_nice: 3,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open(dir.path(), cfg).unwrap();
+        // Other tests' engines run at the base niceness; a thread at base + 3 can only be
+        // ours. A new thread lowers its own priority first thing: poll until it has.
+        let want = (base + 3).min(19);
+        let seen = |name: &str| threads().iter().any(|(n, v)| n == name && *v == want);
+        for _ in 0..10_000 {
+            if seen("sndv-flush") && seen("sndv-compaction") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(seen("sndv-flush"), "{:?}", threads());
+        assert!(seen("sndv-compaction"), "{:?}", threads());
+        if base + 3 <= 19 {
+            assert!(
+                !seen("sndv-ingest"),
+                "the ingest timer keeps the base priority"
+            );
+        }
+        drop(engine);
+    }
+}
