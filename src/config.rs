@@ -74,7 +74,7 @@ impl Default for Config {
             client_output_buffer_bytes: 64 * 1024 * 1024,
             memtable_bytes: 64 * 1024 * 1024,
             max_immutables: 4,
-            block_cache_bytes: 256 * 1024 * 1024,
+            block_cache_bytes: 128 * 1024 * 1024,
             bloom_bits_per_key: 10,
             l0_compaction_trigger: 4,
             l0_stop_trigger: 20,

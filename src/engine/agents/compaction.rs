@@ -227,7 +227,7 @@ fn run_task(bb: &Blackboard, v: &Version, view: &LevelsView, task: &Task) -> Res
     let now = bb.clock.now_ms();
     let sources: Vec<Source> = inputs
         .iter()
-        .map(|(_, t)| Box::new(t.table.iter(std::ops::Bound::Unbounded)) as Source)
+        .map(|(_, t)| Box::new(t.table.iter_uncached()) as Source)
         .collect();
     let read: u64 = inputs.iter().map(|(_, t)| t.meta.size).sum();
     let merged = NewestIter::new(MergeIter::new(sources), SeqNo::MAX);

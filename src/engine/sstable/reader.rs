@@ -222,7 +222,9 @@ impl Table {
 
     /// Reads and verifies data block `i`. The one place data blocks come from: a block cache
     /// keyed by (table id, block number) would wrap this.
-    fn read_data_block(&self, i: usize) -> Result<BlockIter> {
+    /// Block `i`, from the cache if it is there; read from the file otherwise and, with
+    /// `fill_cache`, kept in the cache.
+    fn read_data_block(&self, i: usize, fill_cache: bool) -> Result<BlockIter> {
         let Some(ie) = self.index.get(i) else {
             return Err(Error::corruption(
                 &self.path,
@@ -240,7 +242,7 @@ impl Table {
         self.blocks_read.fetch_add(1, Relaxed);
         let raw = read_block(&self.data, &self.path, ie.handle, "data block")?;
         let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
-        if let Some(c) = &self.cache {
+        if let Some(c) = self.cache.as_ref().filter(|_| fill_cache) {
             c.insert(self.id, bno, CachedBlock(block.detached()));
         }
         Ok(block.iter())
@@ -274,7 +276,7 @@ impl Table {
         if i == self.index.len() {
             return Ok(None);
         }
-        let mut it = self.read_data_block(i)?;
+        let mut it = self.read_data_block(i, true)?;
         it.seek(key, snapshot).map_err(|b| self.block_error(i, b))?;
         match it.next_entry().map_err(|b| self.block_error(i, b))? {
             Some(e) if e.key == key && e.seqno <= snapshot => Ok(Some(e)),
@@ -285,6 +287,17 @@ impl Table {
     /// All entries in table order from the first whose key is >= `start`
     /// (`Excluded(k)` skips every version of `k`).
     pub fn iter(self: &Arc<Self>, start: Bound<&[u8]>) -> TableIter {
+        self.iter_with(start, true)
+    }
+
+    /// A whole-table read that leaves the block cache as it is (compaction: its blocks are
+    /// read once, and caching them would push out the blocks that reads come back for, and
+    /// fill the cache during a bulk load that reads nothing).
+    pub fn iter_uncached(self: &Arc<Self>) -> TableIter {
+        self.iter_with(Bound::Unbounded, false)
+    }
+
+    fn iter_with(self: &Arc<Self>, start: Bound<&[u8]>, fill_cache: bool) -> TableIter {
         let (seek, skip) = match start {
             Bound::Unbounded => (None, None),
             Bound::Included(k) => (Some(k.to_vec()), None),
@@ -294,6 +307,7 @@ impl Table {
             self.index.partition_point(|ie| ie.last_key.as_ref() < k)
         });
         TableIter {
+            fill_cache,
             table: Arc::clone(self),
             next_block,
             block: None,
@@ -307,6 +321,7 @@ impl Table {
 
 /// Iterator over a table's entries; owns its table. Yields `None` after an error.
 pub struct TableIter {
+    fill_cache: bool,
     table: Arc<Table>,
     next_block: usize,
     block: Option<BlockIter>,
@@ -338,7 +353,7 @@ impl TableIter {
                 return Ok(None);
             }
             let i = self.next_block;
-            let mut it = self.table.read_data_block(i)?;
+            let mut it = self.table.read_data_block(i, self.fill_cache)?;
             if let Some(k) = self.seek.take() {
                 it.seek(&k, u64::MAX)
                     .map_err(|b| self.table.block_error(i, b))?;

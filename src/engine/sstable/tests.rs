@@ -431,3 +431,25 @@ fn random_damage_to_a_large_table() {
     let e = open(&dir.path().join("missing.sst")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }));
 }
+
+#[test]
+fn compaction_reads_leave_the_block_cache_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let m = random_model(&mut rng, 2000);
+    let path = dir.path().join("c.sst");
+    write_table(&path, &flatten(&m), &TableOptions::default());
+    let cache = Arc::new(crate::engine::cache::BlockCache::new(64 << 20));
+    let t = Arc::new(Table::open_cached(&FsStorage, &path, 3, Some(cache.clone())).unwrap());
+    assert!(t.data_blocks() > 1);
+    // A whole-table read for compaction yields everything and caches nothing.
+    let all: Vec<Entry> = t.iter_uncached().map(|r| r.unwrap()).collect();
+    assert_eq!(all, flatten(&m));
+    assert_eq!(cache.len(), 0);
+    // A user scan and point reads do fill it, and an uncached read then uses what is there.
+    assert_eq!(collect(&t, Bound::Unbounded), all);
+    assert_eq!(cache.len(), t.data_blocks());
+    let hits = cache.hits();
+    assert_eq!(t.iter_uncached().count(), all.len());
+    assert_eq!(cache.hits(), hits + t.data_blocks() as u64);
+}
