@@ -1,18 +1,21 @@
-//! The in-memory table: every key once in a lock-free skip list (the order, for flushes and
+//! The in-memory table: every key once in an insert-only skip list (the order, for flushes and
 //! scans), each key's versions in a newest-first chain, and a hash index over the keys for
 //! point operations.
 //!
 //! Point reads and overwrites do one hash probe instead of a skip-list search (one cache miss
 //! per level of the search over millions of nodes was the largest cost of GET and SET in the
-//! profiles); only the first write of a key searches the skip list, to link it in order.
+//! profiles). A key new to the memtable is only put in the index and queued; the first reader
+//! of the key order after it (a flush, a scan) sorts the queued keys and links them, so the
+//! write path never searches the skip list while the index has room.
 //!
 //! Concurrency: one writer at a time (the ingest leader under its lock, or recovery), any
-//! number of readers without locks. A key record or version, once linked, is never moved or
-//! freed before the memtable is dropped, and readers hold the memtable by `Arc`, so the raw
-//! pointers below stay valid for as long as a reader can reach them. The writer links a
-//! version (Release) before the group's seqno is published; a reader takes the published
-//! seqno (Acquire) before it probes, so it sees every version up to its snapshot and skips
-//! the newer ones by seqno.
+//! number of readers without locks; linking queued keys into the order happens under the
+//! `order` lock. A key record or version, once linked, is never moved or freed before the
+//! memtable is dropped, and readers hold the memtable by `Arc`, so the raw pointers below stay
+//! valid for as long as a reader can reach them. The writer links a version (Release) before
+//! the group's seqno is published; a reader takes the published seqno (Acquire) before it
+//! probes or asks for the order, so it sees every version up to its snapshot and skips the
+//! newer ones by seqno.
 
 use std::ops::Bound;
 use std::ptr;
