@@ -49,6 +49,8 @@ pub struct Table {
     data: Bytes,
     props: TableProps,
     index: Vec<IndexEntry>,
+    /// Search keys of the index, one per entry, for point lookups: see [`IndexHeads`].
+    heads: IndexHeads,
     filter: Bytes,
     blocks_read: Counter,
     bloom_checks: Counter,
@@ -63,6 +65,77 @@ impl std::fmt::Debug for Table {
             .field("path", &self.path)
             .field("props", &self.props)
             .finish_non_exhaustive()
+    }
+}
+
+/// Eight bytes of every index key, taken after the prefix all of a table's index keys share,
+/// big-endian and zero-padded, in one array. A point lookup binary-searches these (a few
+/// cache lines, 8 bytes per block) and compares whole keys only where the eight bytes are
+/// equal, instead of following each probed entry to its key bytes elsewhere in memory.
+///
+/// Keys that share the prefix order like their windows: `window(a) < window(b)` implies
+/// `a < b` (a zero pad sorts like the end of a shorter key), so a differing window settles
+/// a comparison and an equal one defers to the full compare.
+struct IndexHeads {
+    prefix: Bytes,
+    heads: Vec<u64>,
+}
+
+fn window(key: &[u8], skip: usize) -> u64 {
+    let mut b = [0u8; 8];
+    let rest = key.get(skip..).unwrap_or(&[]);
+    let n = rest.len().min(8);
+    b[..n].copy_from_slice(&rest[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl IndexHeads {
+    fn new(index: &[IndexEntry]) -> IndexHeads {
+        // Index keys ascend, so the first and last share the prefix all of them share.
+        let prefix = match (index.first(), index.last()) {
+            (Some(f), Some(l)) => {
+                let n = f
+                    .last_key
+                    .iter()
+                    .zip(l.last_key.iter())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                f.last_key.slice(..n)
+            }
+            _ => Bytes::new(),
+        };
+        let heads = index
+            .iter()
+            .map(|ie| window(&ie.last_key, prefix.len()))
+            .collect();
+        IndexHeads { prefix, heads }
+    }
+
+    /// The first of `n` entries for which `before(i)` is false (`before` must be true for a
+    /// prefix of the entries and false after, as for `slice::partition_point`). `before(i)`
+    /// must mean "entry i's key sorts before `key`" up to ties on equal keys.
+    fn partition_point(&self, key: &[u8], n: usize, before: impl Fn(usize) -> bool) -> usize {
+        if !key.starts_with(&self.prefix) {
+            // All index keys start with the prefix; `key` does not, so it is below all of
+            // them or above all of them. One comparison says which.
+            return if n > 0 && before(0) { n } else { 0 };
+        }
+        let kh = window(key, self.prefix.len());
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let less = match self.heads[mid].cmp(&kh) {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => before(mid),
+            };
+            if less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 }
 
@@ -186,6 +259,7 @@ impl Table {
             path: path.to_path_buf(),
             data,
             props,
+            heads: IndexHeads::new(&index),
             index,
             filter,
             blocks_read: Counter::default(),
@@ -270,9 +344,11 @@ impl Table {
         // Blocks are indexed by their last entry, so the first block whose last entry is at or
         // after (key, snapshot) holds the answer if any block does, even when the versions of
         // `key` span several blocks.
-        let i = self.index.partition_point(|ie| {
+        let before = |i: usize| {
+            let ie = &self.index[i];
             cmp_internal(&ie.last_key, ie.last_seqno, key, snapshot) == Ordering::Less
-        });
+        };
+        let i = self.heads.partition_point(key, self.index.len(), before);
         if i == self.index.len() {
             return Ok(None);
         }

@@ -453,3 +453,73 @@ fn compaction_reads_leave_the_block_cache_alone() {
     assert_eq!(t.iter_uncached().count(), all.len());
     assert_eq!(cache.hits(), hits + t.data_blocks() as u64);
 }
+
+#[test]
+fn point_reads_with_a_long_shared_prefix() {
+    // Every key starts with the same 9 bytes (the index search skips them), one key is the
+    // prefix itself, some continue with zero bytes; lookups come from inside and outside it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(77);
+    let prefix = b"user:0000";
+    let mut m = Model::new();
+    for (k, versions) in random_model(&mut rng, 3000) {
+        let mut key = prefix.to_vec();
+        key.extend(k.iter().map(|&b| if b == b'd' { 0 } else { b }));
+        let key = Bytes::from(key);
+        let vs: Vec<Entry> = versions
+            .into_iter()
+            .map(|mut e| {
+                e.key = key.clone();
+                e
+            })
+            .collect();
+        m.entry(key).or_default().extend(vs);
+    }
+    for v in m.values_mut() {
+        v.sort_by_key(|e| std::cmp::Reverse(e.seqno));
+        v.dedup_by_key(|e| e.seqno);
+    }
+    assert!(m.contains_key(prefix.as_slice()));
+    for (i, block_size) in [4096, 256].into_iter().enumerate() {
+        let path = dir.path().join(format!("p{i}.sst"));
+        let opts = TableOptions {
+            block_size,
+            ..TableOptions::default()
+        };
+        write_table(&path, &flatten(&m), &opts);
+        let t = open(&path).unwrap();
+        assert!(t.data_blocks() > 10);
+        for (k, versions) in &m {
+            for s in [0, u64::MAX, versions[0].seqno, versions[0].seqno - 1] {
+                assert_eq!(
+                    t.get(k, s).unwrap(),
+                    model_get(&m, k, s),
+                    "key {k:?} at {s}"
+                );
+            }
+            // Just above and below each key: absent, or the neighbour's answer is not taken.
+            let mut above = k.to_vec();
+            above.push(0);
+            assert_eq!(
+                t.get(&above, u64::MAX).unwrap(),
+                model_get(&m, &above, u64::MAX)
+            );
+        }
+        for probe in [
+            b"".as_slice(),
+            b"a",
+            b"user:",
+            b"user:000",
+            b"user:0000\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+            b"user:0001",
+            b"user:00000",
+            b"zzz",
+        ] {
+            assert_eq!(
+                t.get(probe, u64::MAX).unwrap(),
+                model_get(&m, probe, u64::MAX),
+                "probe {probe:?}"
+            );
+        }
+    }
+}
