@@ -113,6 +113,12 @@ impl RecKey {
         (self.head, self.rec().key.as_ref()).cmp(&(other.head, other.rec().key.as_ref()))
     }
 
+    /// Writer of `list` only: links this key where it sorts (it must not be there yet).
+    fn link_into(self, list: &SkipList<RecKey>) {
+        let p = self.probe();
+        list.insert(self, |n| n.before(&p));
+    }
+
     /// True when this key sorts before `p`'s.
     fn before(&self, p: &Probe) -> bool {
         (self.head, self.rec().key.as_ref()) < (p.head, p.key)
@@ -385,8 +391,7 @@ impl Memtable {
             let cur = self.list();
             if new.len() * 2 < order.linked {
                 for k in &new {
-                    let p = k.probe();
-                    cur.insert(*k, |n| n.before(&p));
+                    k.link_into(cur);
                 }
                 order.linked += new.len();
             } else {
@@ -433,8 +438,7 @@ impl Memtable {
         if self.index.add(p, hash) {
             order.pending.push(rk);
         } else {
-            let probe = rk.probe();
-            self.list().insert(rk, |k| k.before(&probe));
+            rk.link_into(self.list());
             order.linked += 1;
         }
         drop(order);

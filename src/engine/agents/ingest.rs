@@ -255,17 +255,10 @@ impl Ingest {
     /// True when leading may block for long (fsync, stalls), so an async caller should tell
     /// its runtime first.
     pub(crate) fn may_block(&self) -> bool {
-        self.syncs_each_group() || self.may_stall()
-    }
-
-    /// True when every group is fdatasync'ed before it is answered.
-    fn syncs_each_group(&self) -> bool {
-        self.bb.cfg.fsync == FsyncPolicy::Always
-    }
-
-    /// True when the next group may be delayed or stopped until flush/compaction catch up.
-    fn may_stall(&self) -> bool {
         let cfg = &self.bb.cfg;
+        if cfg.fsync == FsyncPolicy::Always {
+            return true;
+        }
         let v = self.bb.current();
         // One short of the slowdown trigger: a group about to be delayed counts as blocking.
         v.imms.len() >= cfg.max_immutables

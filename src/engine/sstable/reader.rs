@@ -111,10 +111,11 @@ impl IndexHeads {
         IndexHeads { prefix, heads }
     }
 
-    /// The first of `n` entries for which `before(i)` is false (`before` must be true for a
+    /// The first index entry for which `before(i)` is false (`before` must be true for a
     /// prefix of the entries and false after, as for `slice::partition_point`). `before(i)`
     /// must mean "entry i's key sorts before `key`" up to ties on equal keys.
-    fn partition_point(&self, key: &[u8], n: usize, before: impl Fn(usize) -> bool) -> usize {
+    fn partition_point(&self, key: &[u8], before: impl Fn(usize) -> bool) -> usize {
+        let n = self.heads.len();
         if !key.starts_with(&self.prefix) {
             // All index keys start with the prefix; `key` does not, so it is below all of
             // them or above all of them. One comparison says which.
@@ -348,7 +349,7 @@ impl Table {
             let ie = &self.index[i];
             cmp_internal(&ie.last_key, ie.last_seqno, key, snapshot) == Ordering::Less
         };
-        let i = self.heads.partition_point(key, self.index.len(), before);
+        let i = self.heads.partition_point(key, before);
         if i == self.index.len() {
             return Ok(None);
         }
