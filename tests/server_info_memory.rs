@@ -57,3 +57,41 @@ fn info_memory_reports_the_allocator_rss_and_engine_buffers() {
     let all: String = redis::cmd("INFO").query(&mut c).unwrap();
     assert!(all.contains("\r\nallocator_allocated:"), "{all}");
 }
+
+#[test]
+fn info_lsm_counts_block_cache_hits_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("small.toml");
+    std::fs::write(&cfg, "memtable_bytes = 65536\nmax_immutables = 2\n").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    let mut c = s.conn();
+    for i in 0..600 {
+        let _: () = c.set(format!("k{i:04}"), vec![b'v'; 1000]).unwrap();
+    }
+    let lsm =
+        |c: &mut redis::Connection| -> String { redis::cmd("INFO").arg("lsm").query(c).unwrap() };
+    // Wait (without a clock: by polling the state) until the memtables are in tables.
+    let mut info = lsm(&mut c);
+    for _ in 0..2000 {
+        if num(&info, "immutables") == 0 && num(&info, "flushes") > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        info = lsm(&mut c);
+    }
+    assert!(num(&info, "flushes") > 0, "{info}");
+    let (h0, m0) = (
+        num(&info, "block_cache_hits"),
+        num(&info, "block_cache_misses"),
+    );
+    // The first keys were flushed long ago: reading one twice is a miss, then a hit.
+    for _ in 0..2 {
+        let v: Vec<u8> = c.get("k0000").unwrap();
+        assert_eq!(v.len(), 1000);
+    }
+    let info = lsm(&mut c);
+    assert!(num(&info, "block_cache_misses") > m0, "{info}");
+    assert!(num(&info, "block_cache_hits") > h0, "{info}");
+}

@@ -494,7 +494,12 @@ impl Memtable {
 
     /// Newest version of `key` with seqno <= `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-        let rec = self.find_rec(xxh3_64(key), key)?;
+        self.get_hashed(key, xxh3_64(key), snapshot)
+    }
+
+    /// [`Memtable::get`] with the key's xxh3_64 hash (the same one the table filters use).
+    pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: SeqNo) -> Option<Entry> {
+        let rec = self.find_rec(hash, key)?;
         rec.version_at(snapshot).map(|v| rec.entry(v))
     }
 

@@ -117,17 +117,19 @@ impl Version {
 
     /// The newest version of `key` with seqno <= `snapshot`, tombstones included, before drops.
     pub fn lookup(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
-        if let Some(e) = self.mem.get(key, snapshot) {
+        // One hash for the memtable indexes and every table's filter.
+        let hash = crate::engine::sstable::key_hash(key);
+        if let Some(e) = self.mem.get_hashed(key, hash, snapshot) {
             return Ok(Some(e));
         }
         for m in &self.imms {
-            if let Some(e) = m.get(key, snapshot) {
+            if let Some(e) = m.get_hashed(key, hash, snapshot) {
                 return Ok(Some(e));
             }
         }
         for t in &self.levels[0] {
             if t.contains(key) {
-                if let Some(e) = t.table.get(key, snapshot)? {
+                if let Some(e) = t.table.get_hashed(key, hash, snapshot)? {
                     return Ok(Some(e));
                 }
             }
@@ -136,7 +138,7 @@ impl Version {
             let i = level.partition_point(|t| t.meta.largest.as_ref() < key);
             if let Some(t) = level.get(i) {
                 if t.contains(key) {
-                    if let Some(e) = t.table.get(key, snapshot)? {
+                    if let Some(e) = t.table.get_hashed(key, hash, snapshot)? {
                         return Ok(Some(e));
                     }
                 }

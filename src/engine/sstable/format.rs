@@ -10,7 +10,11 @@ use crate::engine::error::Error;
 
 /// The last 8 bytes of every table; ASCII "SNDV-SST" so a hex dump shows what the file is.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNDV-SST");
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 tables have blocked bloom filters (`bloom.rs`); the reader also opens version 1
+/// tables (plain filters), and a version 1 reader refuses version 2 tables by this number.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest table version this build still reads.
+const OLDEST_READABLE_VERSION: u32 = 1;
 pub const FOOTER_LEN: usize = 64;
 /// Every block is followed by the crc32 of its payload.
 pub const CRC_LEN: usize = 4;
@@ -193,6 +197,8 @@ pub struct Footer {
     pub filter: BlockHandle,
     pub index: BlockHandle,
     pub props: BlockHandle,
+    /// [`FORMAT_VERSION`] for tables written now.
+    pub version: u32,
 }
 
 impl Footer {
@@ -202,7 +208,7 @@ impl Footer {
             v.extend_from_slice(&h.offset.to_le_bytes());
             v.extend_from_slice(&h.size.to_le_bytes());
         }
-        v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        v.extend_from_slice(&self.version.to_le_bytes());
         let crc = crc32fast::hash(&v);
         v.extend_from_slice(&crc.to_le_bytes());
         v.extend_from_slice(&MAGIC.to_le_bytes());
@@ -242,7 +248,8 @@ impl Footer {
             })
         };
         let (filter, index, props) = (handle()?, handle()?, handle()?);
-        if d.u32()? != FORMAT_VERSION {
+        let version = d.u32()?;
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Bad {
                 at: 48,
                 reason: "unsupported format version",
@@ -252,6 +259,7 @@ impl Footer {
             filter,
             index,
             props,
+            version,
         })
     }
 }
@@ -418,6 +426,7 @@ mod tests {
             filter: BlockHandle { offset: 1, size: 2 },
             index: BlockHandle { offset: 3, size: 4 },
             props: BlockHandle { offset: 5, size: 6 },
+            version: FORMAT_VERSION,
         };
         let b = f.encode();
         assert_eq!(&b[56..], b"SNDV-SST");
@@ -426,6 +435,16 @@ mod tests {
             let mut c = b;
             c[i] ^= 0x01;
             assert!(Footer::decode(&c).is_err(), "flip at {i} undetected");
+        }
+        // Version 1 tables still open; versions outside 1..=FORMAT_VERSION do not.
+        for (v, ok) in [
+            (0, false),
+            (1, true),
+            (FORMAT_VERSION, true),
+            (FORMAT_VERSION + 1, false),
+        ] {
+            let g = Footer { version: v, ..f };
+            assert_eq!(Footer::decode(&g.encode()).is_ok(), ok, "version {v}");
         }
     }
 

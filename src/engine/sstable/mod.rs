@@ -13,6 +13,7 @@ mod format;
 mod reader;
 mod writer;
 
+pub use bloom::key_hash;
 pub use format::TableProps;
 
 /// A parsed, checksum-verified data block as the block cache holds it.

@@ -329,8 +329,13 @@ impl Table {
     }
 
     pub fn may_contain(&self, key: &[u8]) -> bool {
+        self.may_contain_hash(bloom::key_hash(key))
+    }
+
+    /// [`Table::may_contain`] for a key whose `bloom::key_hash` the caller already has.
+    pub fn may_contain_hash(&self, hash: u64) -> bool {
         self.bloom_checks.fetch_add(1, Relaxed);
-        let yes = bloom::may_contain(&self.filter, key);
+        let yes = bloom::may_contain_hash(&self.filter, hash);
         if !yes {
             self.bloom_negatives.fetch_add(1, Relaxed);
         }
@@ -339,7 +344,12 @@ impl Table {
 
     /// The newest version of `key` with seqno <= `snapshot`, tombstones included.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Result<Option<Entry>> {
-        if !self.may_contain(key) {
+        self.get_hashed(key, bloom::key_hash(key), snapshot)
+    }
+
+    /// [`Table::get`] with the key's `bloom::key_hash` (computed once per lookup, not per table).
+    pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: u64) -> Result<Option<Entry>> {
+        if !self.may_contain_hash(hash) {
             return Ok(None);
         }
         // Blocks are indexed by their last entry, so the first block whose last entry is at or

@@ -9,7 +9,7 @@ use super::block::BlockBuilder;
 use super::bloom::BloomBuilder;
 use super::format::{
     cmp_internal, encode_index, seal, BlockHandle, Footer, IndexEntry, TableProps, CRC_LEN,
-    FOOTER_LEN,
+    FOOTER_LEN, FORMAT_VERSION,
 };
 use crate::engine::error::{Error, IoContext, Result};
 use crate::engine::storage::WritableFile;
@@ -44,6 +44,8 @@ pub struct TableWriter {
     block: BlockBuilder,
     index: Vec<IndexEntry>,
     bloom: BloomBuilder,
+    /// Tests only: write a version 1 table (plain filter), as older builds did.
+    version_1: bool,
     props: TableProps,
     /// Last key and seqno added, to enforce order across blocks.
     last: Option<(Bytes, u64)>,
@@ -60,6 +62,7 @@ impl TableWriter {
             block: BlockBuilder::default(),
             index: Vec::new(),
             bloom: BloomBuilder::default(),
+            version_1: false,
             props: TableProps {
                 min_seqno: u64::MAX,
                 ..TableProps::default()
@@ -156,13 +159,25 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Tests only: make this a version 1 table (plain bloom filter), as builds before the
+    /// blocked filter wrote them, to check that such tables still read.
+    #[cfg(test)]
+    pub fn version_1(mut self) -> Self {
+        self.version_1 = true;
+        self
+    }
+
     /// Writes the remaining blocks and the footer and syncs the file. An empty table is valid
     /// (`props.entries == 0`, empty key range), though callers normally check [`Self::is_empty`].
     pub fn finish(mut self) -> Result<TableProps> {
         if !self.block.is_empty() {
             self.flush_block()?;
         }
-        let filter = self.bloom.finish(self.bloom_bits_per_key);
+        let (filter, version) = if self.version_1 {
+            (self.bloom.finish_plain(self.bloom_bits_per_key), 1)
+        } else {
+            (self.bloom.finish(self.bloom_bits_per_key), FORMAT_VERSION)
+        };
         let filter = self.write_block(filter)?;
         let mut index = Vec::new();
         encode_index(&self.index, &mut index);
@@ -186,6 +201,7 @@ impl TableWriter {
             filter,
             index,
             props,
+            version,
         }
         .encode();
         let file = &mut self.file;

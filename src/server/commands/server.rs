@@ -559,6 +559,11 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
                 st.stall_ms_max,
                 st.poisoned.as_deref().map(|p| p.replace(['\r', '\n'], " ")).unwrap_or_else(|| "no".to_string()),
             );
+            let _ = write!(
+                b,
+                "block_cache_hits:{}\r\nblock_cache_misses:{}\r\n",
+                st.cache_hits, st.cache_misses
+            );
             for (i, (files, bytes)) in st.levels.iter().enumerate() {
                 let _ = write!(b, "level{i}:files={files},bytes={bytes}\r\n");
             }
