@@ -267,8 +267,8 @@ impl Engine {
     pub fn get_at(&self, key: &[u8], now_ms: u64) -> Result<Option<Value>> {
         let (snap, v) = self.bb().snapshot();
         Ok(v.lookup(key, snap)?
-            .filter(|e| e.is_live(now_ms) && !v.is_dropped(e))
-            .map(Value::from_entry))
+            .filter(|e| e.is_live(now_ms) && !v.is_dropped_at(key, e.seqno))
+            .map(Value::from_found))
     }
 
     /// Seqno of the newest version of `key` (put, delete, or a prefix drop covering it); 0 if
@@ -379,7 +379,8 @@ impl Engine {
                 break;
             }
             if e.is_live(now) && !v.is_dropped(&e) {
-                out.push((e.key.clone(), Value::from_entry(e)));
+                let (key, found) = e.into_parts();
+                out.push((key, Value::from_found(found)));
             }
         }
         Ok(out)

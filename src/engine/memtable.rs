@@ -25,7 +25,7 @@ use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::skiplist::{NodeRef, SkipList};
-use super::types::{Entry, Kind, SeqNo};
+use super::types::{Entry, Found, Kind, SeqNo};
 
 /// One version of a key.
 struct Ver {
@@ -494,13 +494,21 @@ impl Memtable {
 
     /// Newest version of `key` with seqno <= `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-        self.get_hashed(key, xxh3_64(key), snapshot)
+        let rec = self.find_rec(xxh3_64(key), key)?;
+        rec.version_at(snapshot).map(|v| rec.entry(v))
     }
 
-    /// [`Memtable::get`] with the key's xxh3_64 hash (the same one the table filters use).
-    pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: SeqNo) -> Option<Entry> {
+    /// [`Memtable::get`] without the key (the caller has it: no reference to it is taken),
+    /// given the key's xxh3_64 hash (the same one the table filters use).
+    pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: SeqNo) -> Option<Found> {
         let rec = self.find_rec(hash, key)?;
-        rec.version_at(snapshot).map(|v| rec.entry(v))
+        rec.version_at(snapshot).map(|v| Found {
+            seqno: v.seqno,
+            kind: v.kind,
+            type_tag: v.type_tag,
+            expire_at: v.expire_at,
+            value: v.value.clone(),
+        })
     }
 
     /// Bytes of the entries held (keys + values + a fixed overhead each).

@@ -40,7 +40,59 @@ pub struct Entry {
     pub value: Bytes,
 }
 
+/// What a point lookup finds: an entry's fields without its key (the caller has the key, and
+/// a lookup that copied or reference-counted it for every GET would pay for nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub seqno: SeqNo,
+    pub kind: Kind,
+    pub type_tag: u8,
+    pub expire_at: u64,
+    pub value: Bytes,
+}
+
+impl Found {
+    /// True when the entry holds a value that has not expired at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.kind == Kind::Put && (self.expire_at == 0 || self.expire_at > now_ms)
+    }
+
+    pub fn into_entry(self, key: Bytes) -> Entry {
+        Entry {
+            key,
+            seqno: self.seqno,
+            kind: self.kind,
+            type_tag: self.type_tag,
+            expire_at: self.expire_at,
+            value: self.value,
+        }
+    }
+}
+
 impl Entry {
+    /// The entry's fields without the key.
+    pub fn found(&self) -> Found {
+        Found {
+            seqno: self.seqno,
+            kind: self.kind,
+            type_tag: self.type_tag,
+            expire_at: self.expire_at,
+            value: self.value.clone(),
+        }
+    }
+
+    /// The key and the rest.
+    pub fn into_parts(self) -> (Bytes, Found) {
+        let found = Found {
+            seqno: self.seqno,
+            kind: self.kind,
+            type_tag: self.type_tag,
+            expire_at: self.expire_at,
+            value: self.value,
+        };
+        (self.key, found)
+    }
+
     pub fn put(key: Bytes, seqno: SeqNo, value: Bytes, expire_at: u64) -> Entry {
         Entry {
             key,

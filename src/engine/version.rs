@@ -13,7 +13,7 @@ use super::manifest::{Drop, TableMeta};
 use super::memtable::Memtable;
 use super::sstable::Table;
 use super::storage::Storage;
-use super::types::{Entry, SeqNo};
+use super::types::{Entry, Found, SeqNo};
 use super::Result;
 
 pub const NUM_LEVELS: usize = 7;
@@ -112,11 +112,17 @@ impl Version {
 
     /// True when a drop hides this version of its key.
     pub fn is_dropped(&self, e: &Entry) -> bool {
-        self.drop_seqno(&e.key).is_some_and(|s| s > e.seqno)
+        self.is_dropped_at(&e.key, e.seqno)
+    }
+
+    /// True when a drop hides the version `seqno` of `key`.
+    pub fn is_dropped_at(&self, key: &[u8], seqno: SeqNo) -> bool {
+        // Most versions have no drops at all: skip the prefix walk.
+        !self.drops.is_empty() && self.drop_seqno(key).is_some_and(|s| s > seqno)
     }
 
     /// The newest version of `key` with seqno <= `snapshot`, tombstones included, before drops.
-    pub fn lookup(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+    pub fn lookup(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Found>> {
         // One hash for the memtable indexes and every table's filter.
         let hash = crate::engine::sstable::key_hash(key);
         if let Some(e) = self.mem.get_hashed(key, hash, snapshot) {

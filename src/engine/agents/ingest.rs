@@ -25,7 +25,7 @@ use crate::engine::blackboard::{AgentState, AgentStatus, Blackboard};
 use crate::engine::error::{Error, Result};
 use crate::engine::manifest::{Drop, Edit};
 use crate::engine::memtable::Memtable;
-use crate::engine::types::{Entry, SeqNo};
+use crate::engine::types::{Entry, Found, SeqNo};
 use crate::engine::version::Version;
 use crate::engine::wal::WalWriter;
 use crate::engine::{FsyncPolicy, Value};
@@ -73,14 +73,14 @@ impl View<'_> {
         self.indexed = self.entries.len();
     }
 
-    fn newest(&mut self, key: &[u8]) -> Result<Option<Entry>> {
+    fn newest(&mut self, key: &[u8]) -> Result<Option<Found>> {
         self.index_pending();
         if let Some(&i) = self.pending.get(key) {
-            return Ok(Some(self.entries[i].clone()));
+            return Ok(Some(self.entries[i].found()));
         }
         // Everything applied so far is visible: the ingest agent is the only writer.
         let e = self.version.lookup(key, SeqNo::MAX)?;
-        Ok(e.filter(|e| !self.version.is_dropped(e)))
+        Ok(e.filter(|e| !self.version.is_dropped_at(key, e.seqno)))
     }
 
     /// The live (present, unexpired) value of `key`.
@@ -88,7 +88,7 @@ impl View<'_> {
         Ok(self
             .newest(key)?
             .filter(|e| e.is_live(self.now))
-            .map(Value::from_entry))
+            .map(Value::from_found))
     }
 
     /// Seqno of the newest version of `key` (put, delete or prefix drop); 0 if none.
@@ -131,7 +131,7 @@ impl View<'_> {
 }
 
 impl Value {
-    pub(crate) fn from_entry(e: Entry) -> Value {
+    pub(crate) fn from_found(e: Found) -> Value {
         Value {
             data: e.value,
             expire_at: (e.expire_at != 0).then_some(e.expire_at),

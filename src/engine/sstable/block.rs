@@ -6,8 +6,10 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use std::cell::RefCell;
+
 use super::format::{cmp_internal, put_varint, Bad, Decoder};
-use crate::engine::types::{Entry, Kind};
+use crate::engine::types::{Entry, Found, Kind};
 
 /// Entries between restart points: bounds the linear part of a seek.
 pub const RESTART_INTERVAL: usize = 16;
@@ -178,17 +180,19 @@ struct Raw {
     value: Range<usize>,
 }
 
-/// Decodes the entry at `pos` of `entries`, rebuilding its key in `key` (which must hold the
-/// previous key, or be empty at a restart point). Returns the entry and the next position.
-fn decode_entry(entries: &[u8], pos: usize, key: &mut Vec<u8>) -> Result<(Raw, usize), Bad> {
+/// An entry's header: its key is `shared` bytes of the previous key, then `suffix`.
+struct Head {
+    shared: usize,
+    suffix: Range<usize>,
+    raw: Raw,
+    next: usize,
+}
+
+/// Decodes the entry at `pos` of `entries` without touching any key buffer.
+fn decode_head(entries: &[u8], pos: usize) -> Result<Head, Bad> {
     let mut d = Decoder::at(entries, pos);
-    let shared = d.varint()?;
-    if shared > key.len() as u64 {
-        return Err(Bad {
-            at: pos,
-            reason: "shared key prefix longer than the previous key",
-        });
-    }
+    // Checked against the previous key by the caller (too large to be a length is too large).
+    let shared = usize::try_from(d.varint()?).unwrap_or(usize::MAX);
     let unshared = d.length()?;
     let value_len = d.length()?;
     let seqno = d.varint()?;
@@ -199,18 +203,95 @@ fn decode_entry(entries: &[u8], pos: usize, key: &mut Vec<u8>) -> Result<(Raw, u
     })?;
     let type_tag = d.u8()?;
     let expire_at = d.varint()?;
-    key.truncate(shared as usize);
-    key.extend_from_slice(d.bytes(unshared)?);
+    let kstart = d.pos();
+    d.bytes(unshared)?;
     let vstart = d.pos();
     d.bytes(value_len)?;
-    let raw = Raw {
-        seqno,
-        kind,
-        type_tag,
-        expire_at,
-        value: vstart..vstart + value_len,
-    };
-    Ok((raw, d.pos()))
+    Ok(Head {
+        shared,
+        suffix: kstart..vstart,
+        raw: Raw {
+            seqno,
+            kind,
+            type_tag,
+            expire_at,
+            value: vstart..vstart + value_len,
+        },
+        next: d.pos(),
+    })
+}
+
+/// Decodes the entry at `pos` of `entries`, rebuilding its key in `key` (which must hold the
+/// previous key, or be empty at a restart point). Returns the entry and the next position.
+fn decode_entry(entries: &[u8], pos: usize, key: &mut Vec<u8>) -> Result<(Raw, usize), Bad> {
+    let h = decode_head(entries, pos)?;
+    if h.shared > key.len() {
+        return Err(Bad {
+            at: pos,
+            reason: "shared key prefix longer than the previous key",
+        });
+    }
+    key.truncate(h.shared);
+    key.extend_from_slice(&entries[h.suffix]);
+    Ok((h.raw, h.next))
+}
+
+/// The whole key and seqno of the entry at restart point `pos` (stored without a shared
+/// prefix), as a slice of the block: a binary search compares it in place.
+fn restart_key(entries: &[u8], pos: usize) -> Result<(&[u8], u64), Bad> {
+    let h = decode_head(entries, pos)?;
+    if h.shared != 0 {
+        return Err(Bad {
+            at: pos,
+            reason: "shared key prefix longer than the previous key",
+        });
+    }
+    Ok((&entries[h.suffix], h.raw.seqno))
+}
+
+thread_local! {
+    /// Key buffer of point lookups (one per thread: a lookup allocates only its value).
+    static LOOKUP_KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Block {
+    /// The first entry at or after (key, seqno) in table order, if it is a version of `key`:
+    /// the newest version with seqno <= `seqno` when this block holds it.
+    pub fn get(&self, key: &[u8], seqno: u64) -> Result<Option<Found>, Bad> {
+        let entries = &self.data[..self.entries_end];
+        let (mut lo, mut hi) = (0, self.num_restarts);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (k, s) = restart_key(entries, self.restart(mid)?)?;
+            if cmp_internal(k, s, key, seqno) == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        // `lo` restarts begin below the target; the answer is after the last of them.
+        let mut pos = self.restart(lo.saturating_sub(1))?;
+        LOOKUP_KEY.with(|buf| {
+            let mut k = buf.borrow_mut();
+            k.clear();
+            while pos < self.entries_end {
+                let (raw, next) = decode_entry(entries, pos, &mut k)?;
+                if cmp_internal(&k, raw.seqno, key, seqno) != Ordering::Less {
+                    let hit = k.as_slice() == key && raw.seqno <= seqno;
+                    return Ok(hit.then(|| Found {
+                        seqno: raw.seqno,
+                        kind: raw.kind,
+                        type_tag: raw.type_tag,
+                        expire_at: raw.expire_at,
+                        // Copied: see `BlockIter::materialize`.
+                        value: Bytes::copy_from_slice(&self.data[raw.value]),
+                    }));
+                }
+                pos = next;
+            }
+            Ok(None)
+        })
+    }
 }
 
 /// Walks a block in order. After an error its state is undefined; callers stop using it.

@@ -20,7 +20,7 @@ use crate::engine::cache::BlockCache;
 use crate::engine::counter::Counter;
 use crate::engine::error::{Error, Result};
 use crate::engine::storage::Storage;
-use crate::engine::types::Entry;
+use crate::engine::types::{Entry, Found};
 
 /// Lets the whole mapped file be a `Bytes`, so blocks are cheap zero-copy slices of it.
 struct MapOwner(Arc<memmap2::Mmap>);
@@ -300,6 +300,10 @@ impl Table {
     /// Block `i`, from the cache if it is there; read from the file otherwise and, with
     /// `fill_cache`, kept in the cache.
     fn read_data_block(&self, i: usize, fill_cache: bool) -> Result<BlockIter> {
+        self.data_block(i, fill_cache).map(Block::iter)
+    }
+
+    fn data_block(&self, i: usize, fill_cache: bool) -> Result<Block> {
         let Some(ie) = self.index.get(i) else {
             return Err(Error::corruption(
                 &self.path,
@@ -311,7 +315,7 @@ impl Table {
         let bno = i as u32;
         if let Some(c) = &self.cache {
             if let Some(CachedBlock(b)) = c.get(self.id, bno) {
-                return Ok(b.iter());
+                return Ok(b);
             }
         }
         self.blocks_read.fetch_add(1, Relaxed);
@@ -320,7 +324,7 @@ impl Table {
         if let Some(c) = self.cache.as_ref().filter(|_| fill_cache) {
             c.insert(self.id, bno, CachedBlock(block.detached()));
         }
-        Ok(block.iter())
+        Ok(block)
     }
 
     fn block_error(&self, i: usize, bad: super::format::Bad) -> Error {
@@ -344,11 +348,13 @@ impl Table {
 
     /// The newest version of `key` with seqno <= `snapshot`, tombstones included.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Result<Option<Entry>> {
-        self.get_hashed(key, bloom::key_hash(key), snapshot)
+        let found = self.get_hashed(key, bloom::key_hash(key), snapshot)?;
+        Ok(found.map(|f| f.into_entry(Bytes::copy_from_slice(key))))
     }
 
-    /// [`Table::get`] with the key's `bloom::key_hash` (computed once per lookup, not per table).
-    pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: u64) -> Result<Option<Entry>> {
+    /// [`Table::get`] without the key (the caller has it), given the key's `bloom::key_hash`
+    /// (computed once per lookup, not per table).
+    pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: u64) -> Result<Option<Found>> {
         if !self.may_contain_hash(hash) {
             return Ok(None);
         }
@@ -363,12 +369,9 @@ impl Table {
         if i == self.index.len() {
             return Ok(None);
         }
-        let mut it = self.read_data_block(i, true)?;
-        it.seek(key, snapshot).map_err(|b| self.block_error(i, b))?;
-        match it.next_entry().map_err(|b| self.block_error(i, b))? {
-            Some(e) if e.key == key && e.seqno <= snapshot => Ok(Some(e)),
-            _ => Ok(None),
-        }
+        self.data_block(i, true)?
+            .get(key, snapshot)
+            .map_err(|b| self.block_error(i, b))
     }
 
     /// All entries in table order from the first whose key is >= `start`
