@@ -6,29 +6,155 @@
 //! map on insert, so the cache holds its own bytes (its budget is real memory) and never keeps a
 //! deleted table's mapping alive.
 //!
+//! Replacement is CLOCK (second chance): a hit only sets the block's reference bit, under the
+//! shard lock it takes anyway, where LRU would relink list nodes (several cache lines written
+//! per hit). Eviction sweeps a hand over the shard's slots, clearing set bits and evicting the
+//! first block found without one, so a block read again since the last sweep stays.
+//! Lookups run the caller's code on the block under the shard lock ([`BlockCache::with`]), so
+//! a hit does not touch the block's reference count either.
+//!
 //! There is deliberately no value (row) cache: one would need seqno-checked invalidation on
 //! every write to never serve a value older than the last acknowledged write, and the memtable
 //! already answers hot recent keys.
 
-use lru::LruCache;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use parking_lot::Mutex;
 
 use crate::engine::sstable::CachedBlock;
 
 const SHARDS: usize = 64;
-/// Bookkeeping per entry beyond the block bytes (key, LRU links, Bytes header).
+/// Bookkeeping per entry beyond the block bytes (map entry, slot, Bytes header).
 const ENTRY_OVERHEAD: usize = 96;
 
 type Key = (u64, u32);
 
+/// A multiplicative hash for (table id, block number): keys are small integers, so a keyed
+/// hash (SipHash) would be all cost and no benefit.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+}
+
+struct Slot {
+    key: Key,
+    /// None: a free slot (its number is on the free list).
+    block: Option<CachedBlock>,
+    /// Set by every hit, cleared by the passing hand.
+    referenced: bool,
+}
+
 struct Shard {
-    lru: LruCache<Key, CachedBlock>,
+    map: HashMap<Key, usize, BuildHasherDefault<KeyHasher>>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    hand: usize,
     bytes: usize,
     capacity: usize,
     /// Counted under the shard's lock, which a lookup holds anyway (a shared atomic would be
     /// one more cache line passed between the threads on every read).
     hits: u64,
     misses: u64,
+}
+
+fn cost(b: &CachedBlock) -> usize {
+    b.byte_size() + ENTRY_OVERHEAD
+}
+
+impl Shard {
+    fn get(&mut self, key: Key) -> Option<&CachedBlock> {
+        match self.map.get(&key) {
+            Some(&i) => {
+                self.hits += 1;
+                let slot = &mut self.slots[i];
+                slot.referenced = true;
+                slot.block.as_ref()
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Evicts the slot the hand is on if its bit is clear (clearing it otherwise) and moves
+    /// the hand on. Only called with at least one block cached.
+    fn tick(&mut self) {
+        let i = self.hand;
+        self.hand = (self.hand + 1) % self.slots.len();
+        let slot = &mut self.slots[i];
+        if slot.block.is_none() {
+            return;
+        }
+        if slot.referenced {
+            slot.referenced = false;
+            return;
+        }
+        let old = slot.block.take().expect("checked above");
+        self.bytes -= cost(&old);
+        self.map.remove(&slot.key);
+        self.free.push(i);
+    }
+
+    fn insert(&mut self, key: Key, b: CachedBlock) {
+        let c = cost(&b);
+        if c > self.capacity {
+            return;
+        }
+        if let Some(&i) = self.map.get(&key) {
+            // Another reader cached the same block meanwhile: keep one copy.
+            let old = self.slots[i]
+                .block
+                .replace(b)
+                .expect("mapped slots hold a block");
+            self.bytes = self.bytes - cost(&old) + c;
+        } else {
+            while self.bytes + c > self.capacity && !self.map.is_empty() {
+                self.tick();
+            }
+            let slot = Slot {
+                key,
+                block: Some(b),
+                // New blocks start unreferenced: one read is not yet a reason to stay.
+                referenced: false,
+            };
+            let i = match self.free.pop() {
+                Some(i) => {
+                    self.slots[i] = slot;
+                    i
+                }
+                None => {
+                    self.slots.push(slot);
+                    self.slots.len() - 1
+                }
+            };
+            self.map.insert(key, i);
+            self.bytes += c;
+        }
+        // A shard over budget after a replacement by a larger block sheds the rest.
+        while self.bytes > self.capacity && !self.map.is_empty() {
+            self.tick();
+        }
+    }
 }
 
 pub struct BlockCache {
@@ -53,7 +179,10 @@ impl BlockCache {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: LruCache::unbounded(),
+                        map: HashMap::default(),
+                        slots: Vec::new(),
+                        free: Vec::new(),
+                        hand: 0,
                         bytes: 0,
                         capacity: per,
                         hits: 0,
@@ -72,36 +201,21 @@ impl BlockCache {
         &self.shards[(h >> 58) as usize % SHARDS]
     }
 
-    pub fn get(&self, table: u64, block: u32) -> Option<CachedBlock> {
+    /// Runs `f` on the cached block, under its shard's lock (keep `f` short: a block search).
+    pub fn with<R>(&self, table: u64, block: u32, f: impl FnOnce(&CachedBlock) -> R) -> Option<R> {
         let key = (table, block);
-        let mut s = self.shard(key).lock();
-        let got = s.lru.get(&key).cloned();
-        match got {
-            Some(_) => s.hits += 1,
-            None => s.misses += 1,
-        }
-        got
+        self.shard(key).lock().get(key).map(f)
     }
 
-    /// Inserts, evicting least recently used blocks of the shard until it fits. A block larger
-    /// than a whole shard is not cached.
+    pub fn get(&self, table: u64, block: u32) -> Option<CachedBlock> {
+        self.with(table, block, CachedBlock::clone)
+    }
+
+    /// Inserts, evicting blocks of the shard that were not read since the hand last passed
+    /// them until it fits. A block larger than a whole shard is not cached.
     pub fn insert(&self, table: u64, block: u32, b: CachedBlock) {
         let key = (table, block);
-        let cost = b.byte_size() + ENTRY_OVERHEAD;
-        let mut s = self.shard(key).lock();
-        if cost > s.capacity {
-            return;
-        }
-        if let Some(old) = s.lru.put(key, b) {
-            s.bytes -= old.byte_size() + ENTRY_OVERHEAD;
-        }
-        s.bytes += cost;
-        while s.bytes > s.capacity {
-            match s.lru.pop_lru() {
-                Some((_, old)) => s.bytes -= old.byte_size() + ENTRY_OVERHEAD,
-                None => break,
-            }
-        }
+        self.shard(key).lock().insert(key, b);
     }
 
     pub fn bytes(&self) -> u64 {
@@ -121,10 +235,100 @@ impl BlockCache {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().lru.len()).sum()
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(blocks: usize, block_bytes: usize) -> Shard {
+        Shard {
+            map: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            hand: 0,
+            bytes: 0,
+            capacity: blocks * (CachedBlock::for_test(block_bytes).byte_size() + ENTRY_OVERHEAD),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    fn present(s: &mut Shard, ids: std::ops::Range<u64>) -> Vec<u64> {
+        ids.filter(|&t| s.map.contains_key(&(t, 0))).collect()
+    }
+
+    #[test]
+    fn a_block_read_since_the_hand_passed_survives_eviction() {
+        let mut s = shard(4, 100);
+        for t in 0..4 {
+            s.insert((t, 0), CachedBlock::for_test(100));
+        }
+        assert!(s.get((0, 0)).is_some());
+        assert!(s.get((2, 0)).is_some());
+        // Two new blocks push out the two that nobody read: 1 and 3.
+        s.insert((4, 0), CachedBlock::for_test(100));
+        s.insert((5, 0), CachedBlock::for_test(100));
+        assert_eq!(present(&mut s, 0..6), vec![0, 2, 4, 5]);
+        // The hand cleared 0's and 2's bits on its way: unread since, they go next.
+        s.get((4, 0));
+        s.insert((6, 0), CachedBlock::for_test(100));
+        s.insert((7, 0), CachedBlock::for_test(100));
+        assert_eq!(present(&mut s, 0..8), vec![4, 5, 6, 7]);
+        assert_eq!((s.hits, s.misses), (3, 0));
+        assert!(s.get((1, 0)).is_none());
+        assert_eq!(s.misses, 1);
+    }
+
+    #[test]
+    fn bytes_stay_within_capacity_and_reinserts_replace() {
+        let mut s = shard(8, 300);
+        let cap = s.capacity;
+        for t in 0..1000u64 {
+            // Mixed sizes; some bigger than a slot's share, none bigger than the shard.
+            let len = [10, 300, 1000, 50][t as usize % 4];
+            s.insert((t % 37, 0), CachedBlock::for_test(len));
+            assert!(s.bytes <= cap, "{} > {cap}", s.bytes);
+            let held: usize = s
+                .slots
+                .iter()
+                .filter_map(|x| x.block.as_ref())
+                .map(cost)
+                .sum();
+            assert_eq!(held, s.bytes);
+            assert_eq!(
+                s.map.len(),
+                s.slots.iter().filter(|x| x.block.is_some()).count()
+            );
+            for (&k, &i) in &s.map {
+                assert_eq!(s.slots[i].key, k);
+            }
+        }
+        // A block larger than the shard is not cached (and evicts nothing).
+        let before = s.map.len();
+        s.insert((99, 0), CachedBlock::for_test(cap));
+        assert!(!s.map.contains_key(&(99, 0)));
+        assert_eq!(s.map.len(), before);
+    }
+
+    #[test]
+    fn the_cache_counts_hits_and_misses_and_lends_blocks() {
+        let c = BlockCache::new(1 << 20);
+        assert!(c.with(1, 2, |_| ()).is_none());
+        c.insert(1, 2, CachedBlock::for_test(64));
+        assert_eq!(
+            c.with(1, 2, CachedBlock::byte_size),
+            Some(CachedBlock::for_test(64).byte_size())
+        );
+        assert!(c.get(1, 2).is_some());
+        assert!(c.get(2, 1).is_none());
+        assert_eq!((c.hits(), c.misses(), c.len()), (2, 2, 1));
+        assert!(c.bytes() > 64 && c.bytes() <= c.capacity());
     }
 }

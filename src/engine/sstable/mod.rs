@@ -25,6 +25,20 @@ impl CachedBlock {
     pub fn byte_size(&self) -> usize {
         self.0.byte_size()
     }
+
+    /// A block of one entry whose value is `value_len` bytes (cache tests).
+    #[cfg(test)]
+    pub fn for_test(value_len: usize) -> CachedBlock {
+        let mut b = block::BlockBuilder::default();
+        let v = bytes::Bytes::from(vec![b'v'; value_len]);
+        b.add(&crate::engine::types::Entry::put(
+            bytes::Bytes::from_static(b"k"),
+            1,
+            v,
+            0,
+        ));
+        CachedBlock(block::Block::parse(bytes::Bytes::from(b.finish())).expect("valid block"))
+    }
 }
 pub use reader::{Table, TableIter, TableStats};
 pub use writer::{TableOptions, TableWriter};

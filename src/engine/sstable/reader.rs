@@ -304,6 +304,16 @@ impl Table {
     }
 
     fn data_block(&self, i: usize, fill_cache: bool) -> Result<Block> {
+        if let Some(c) = &self.cache {
+            if let Some(CachedBlock(b)) = c.get(self.id, i as u32) {
+                return Ok(b);
+            }
+        }
+        self.load_block(i, fill_cache)
+    }
+
+    /// Block `i` read from the file (crc checked) and, with `fill_cache`, put in the cache.
+    fn load_block(&self, i: usize, fill_cache: bool) -> Result<Block> {
         let Some(ie) = self.index.get(i) else {
             return Err(Error::corruption(
                 &self.path,
@@ -311,18 +321,12 @@ impl Table {
                 "data block number out of range",
             ));
         };
-        // Block numbers fit in u32: a table with 2^32 blocks would be terabytes.
-        let bno = i as u32;
-        if let Some(c) = &self.cache {
-            if let Some(CachedBlock(b)) = c.get(self.id, bno) {
-                return Ok(b);
-            }
-        }
         self.blocks_read.fetch_add(1, Relaxed);
         let raw = read_block(&self.data, &self.path, ie.handle, "data block")?;
         let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
         if let Some(c) = self.cache.as_ref().filter(|_| fill_cache) {
-            c.insert(self.id, bno, CachedBlock(block.detached()));
+            // Block numbers fit in u32: a table with 2^32 blocks would be terabytes.
+            c.insert(self.id, i as u32, CachedBlock(block.detached()));
         }
         Ok(block)
     }
@@ -369,9 +373,16 @@ impl Table {
         if i == self.index.len() {
             return Ok(None);
         }
-        self.data_block(i, true)?
-            .get(key, snapshot)
-            .map_err(|b| self.block_error(i, b))
+        // A cached block is searched in place, under its cache shard's lock.
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.with(self.id, i as u32, |CachedBlock(b)| b.get(key, snapshot)));
+        let found = match cached {
+            Some(r) => r,
+            None => self.load_block(i, true)?.get(key, snapshot),
+        };
+        found.map_err(|b| self.block_error(i, b))
     }
 
     /// All entries in table order from the first whose key is >= `start`
