@@ -551,6 +551,17 @@ impl Memtable {
     /// Callers take their snapshot first: every key with a version up to it is then in the
     /// order this reads.
     pub fn iter(self: &std::sync::Arc<Self>, start: Bound<&[u8]>) -> MemIter {
+        self.iter_with(start, false)
+    }
+
+    /// Only the newest version of each key, in key order (a flush: the older versions of a key
+    /// in one memtable matter only to snapshots that still hold the memtable). Older versions
+    /// are skipped without being copied out.
+    pub fn iter_newest(self: &std::sync::Arc<Self>) -> MemIter {
+        self.iter_with(Bound::Unbounded, true)
+    }
+
+    fn iter_with(self: &std::sync::Arc<Self>, start: Bound<&[u8]>, newest_only: bool) -> MemIter {
         let list = self.ordered();
         let cur = match start {
             Bound::Unbounded => list.first(),
@@ -577,6 +588,7 @@ impl Memtable {
             ver,
             // SAFETY: the iterator holds the memtable, hence the list.
             ahead: unsafe { Lookahead::new(cur) },
+            newest_only,
             _mem: self.clone(),
         }
     }
@@ -677,6 +689,8 @@ pub struct MemIter {
     /// The next version of the current key to return; null: go to the next key.
     ver: *mut Ver,
     ahead: Lookahead,
+    /// Return only the first (newest) version of each key.
+    newest_only: bool,
     _mem: std::sync::Arc<Memtable>,
 }
 
@@ -694,7 +708,11 @@ impl Iterator for MemIter {
             let rec = unsafe { node.key() }.rec();
             // SAFETY: see `ver`.
             if let Some(v) = unsafe { self.ver.as_ref() } {
-                self.ver = v.next.load(Ordering::Acquire);
+                self.ver = if self.newest_only {
+                    ptr::null_mut()
+                } else {
+                    v.next.load(Ordering::Acquire)
+                };
                 return Some(Ok(rec.entry(v)));
             }
             // SAFETY: as above.
@@ -719,6 +737,34 @@ mod tests {
             Bytes::copy_from_slice(v.as_bytes()),
             0,
         )
+    }
+
+    #[test]
+    fn iter_newest_yields_each_keys_newest_version_once() {
+        let m = Arc::new(Memtable::new(None));
+        let mut seq = 0;
+        for round in 0..3u64 {
+            for k in 0..500u64 {
+                // Keys with 1, 2 or 3 versions; some newest versions are deletes.
+                if k % 3 >= round {
+                    seq += 1;
+                    if (k + round) % 7 == 0 {
+                        m.insert(Entry::delete(Bytes::from(format!("k{k:04}")), seq));
+                    } else {
+                        m.insert(put(&format!("k{k:04}"), seq, &format!("v{round}")));
+                    }
+                }
+            }
+        }
+        let all: Vec<Entry> = m.iter(Bound::Unbounded).map(|r| r.unwrap()).collect();
+        let want: Vec<Entry> =
+            crate::engine::iter::NewestIter::new(all.into_iter().map(Ok), u64::MAX)
+                .map(|r| r.unwrap())
+                .collect();
+        let got: Vec<Entry> = m.iter_newest().map(|r| r.unwrap()).collect();
+        assert_eq!(got.len(), 500);
+        assert_eq!(got, want);
+        assert!(got.iter().any(|e| e.kind == Kind::Delete));
     }
 
     #[test]

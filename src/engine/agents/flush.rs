@@ -1,18 +1,15 @@
 //! The flush agent: writes the oldest immutable memtable to an L0 table, installs it through
 //! `apply`, then deletes the WAL segments that memtable covered.
 
-use std::ops::Bound;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::blackboard::{AgentState, Blackboard};
 use crate::engine::error::{IoContext, Result};
-use crate::engine::iter::NewestIter;
 use crate::engine::manifest::{Edit, TableMeta};
 use crate::engine::memtable::Memtable;
 use crate::engine::sstable::{Table, TableOptions, TableWriter};
-use crate::engine::types::SeqNo;
 use crate::engine::version::TableHandle;
 
 pub(crate) fn run(bb: Arc<Blackboard>) {
@@ -138,7 +135,8 @@ fn flush_one(bb: &Blackboard, imm: &Arc<Memtable>) -> Result<u64> {
     let id = bb.new_file_number();
     // Inside one memtable only the newest version of a key can matter to any reader that will
     // use the table (older snapshots still hold this memtable).
-    let mut it = NewestIter::new(imm.iter(Bound::Unbounded), SeqNo::MAX)
+    let mut it = imm
+        .iter_newest()
         .filter(|r| r.as_ref().map_or(true, |e| !v.is_dropped(e)));
     let handle = write_table(bb, id, 0, &mut it)?;
     if handle.is_some() {
