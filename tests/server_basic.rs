@@ -54,4 +54,27 @@ fn strings_and_keys() {
     assert!(!info.contains(server_support::TOKEN));
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
     assert!(!list.contains(server_support::TOKEN));
+    // CLIENT LIST shows each connection's last command: another connection's last batch, and
+    // the caller's own CLIENT LIST.
+    let mut other = s.conn();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("x")
+        .arg("1")
+        .cmd("GET")
+        .arg("x")
+        .query(&mut other)
+        .unwrap();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut other).unwrap();
+    let _: Option<String> = other.get("x").unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let line = |id: i64| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("id={id} ")))
+            .unwrap_or_else(|| panic!("no client {id} in {list}"))
+            .to_string()
+    };
+    assert!(line(id).contains(" cmd=get "), "{}", line(id));
+    let me: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert!(line(me).contains(" cmd=client "), "{}", line(me));
 }

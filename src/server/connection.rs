@@ -63,6 +63,9 @@ pub struct Conn {
     max_bulk: u64,
     /// Commands of the current batch, added to the shared counter once per batch.
     batch_cmds: u64,
+    /// The last command's name, copied into the shared [`ClientInfo`] (with the activity
+    /// time) once per batch and before commands that read it, not once per command.
+    last_cmd: &'static str,
 }
 
 /// Serves one client until it disconnects, errs, or the server shuts down.
@@ -101,6 +104,7 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
         slots: Vec::new(),
         max_bulk: shared.cfg.read().max_bulk_bytes,
         batch_cmds: 0,
+        last_cmd: "NULL",
     };
     if let Err(e) = conn.serve(&mut sock).await {
         debug!(client = id, "connection ended: {e}");
@@ -224,8 +228,14 @@ impl Conn {
         }
     }
 
+    /// Publishes this batch's activity (commands counted, last command, time) for INFO and
+    /// CLIENT LIST.
     fn count_commands(&mut self) {
         if self.batch_cmds > 0 {
+            let mut info = self.info.lock();
+            info.last_active = Instant::now();
+            info.last_cmd = self.last_cmd;
+            drop(info);
             self.shared
                 .stats
                 .commands_processed
@@ -303,11 +313,7 @@ impl Conn {
     async fn dispatch(&mut self, argv: Vec<Bytes>, out: &mut BytesMut) {
         self.batch_cmds += 1;
         let spec = commands::lookup(&argv[0]);
-        {
-            let mut info = self.info.lock();
-            info.last_active = Instant::now();
-            info.last_cmd = spec.map_or("unknown", |s| s.name);
-        }
+        self.last_cmd = spec.map_or("unknown", |s| s.name);
         let Some(spec) = spec else {
             self.flag_multi_error();
             self.reply(e_unknown(&argv));
