@@ -13,6 +13,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::Xxh3Builder;
@@ -151,7 +152,45 @@ struct Queue {
 pub(crate) struct Ingest {
     bb: Arc<Blackboard>,
     queue: Mutex<Queue>,
-    core: Mutex<Core>,
+    /// A std mutex, not parking_lot's: see [`Ingest::lock_core`].
+    core: std::sync::Mutex<Core>,
+    /// True while a leader holds `core`.
+    leading: AtomicBool,
+    /// Operations in the batch the current (or last) leader is committing.
+    leading_ops: AtomicUsize,
+}
+
+/// The core, held: `leading` is true for as long as the guard lives.
+struct CoreGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Core>,
+    leading: &'a AtomicBool,
+}
+
+impl<'a> CoreGuard<'a> {
+    fn new(guard: std::sync::MutexGuard<'a, Core>, leading: &'a AtomicBool) -> Self {
+        leading.store(true, Ordering::Release);
+        CoreGuard { guard, leading }
+    }
+}
+
+impl std::ops::Drop for CoreGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared while the mutex is still held (the guard field drops after this body).
+        self.leading.store(false, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.guard
+    }
 }
 
 /// The state of group commit; whoever holds its lock is the leader.
@@ -187,7 +226,9 @@ impl Ingest {
                 reqs: Vec::new(),
                 closed: false,
             }),
-            core: Mutex::new(Core {
+            leading: AtomicBool::new(false),
+            leading_ops: AtomicUsize::new(0),
+            core: std::sync::Mutex::new(Core {
                 bb,
                 wal,
                 next_seqno,
@@ -198,6 +239,38 @@ impl Ingest {
                 pending_cache: None,
             }),
         }
+    }
+
+    /// Waits for the core. A leader committing a short batch (a few single-command writes:
+    /// pipeline 1) is done within a time slice, so the waiter yields its core a few times
+    /// first, as parking_lot's lock does; behind a long batch those yields are wasted system
+    /// calls (and with more writers than cores, most of the ingest's system time: 4 writer
+    /// threads on 2 cores made ~1M involuntary context switches per 2M writes), so the waiter
+    /// goes straight to the mutex, which spins briefly and then sleeps in the kernel.
+    fn lock_core(&self) -> CoreGuard<'_> {
+        const SHORT_BATCH_OPS: usize = 4;
+        const YIELDS: usize = 7;
+        if self.leading_ops.load(Ordering::Relaxed) <= SHORT_BATCH_OPS {
+            for _ in 0..YIELDS {
+                if let Some(g) = self.try_lock_core() {
+                    return g;
+                }
+                std::thread::yield_now();
+            }
+        }
+        // A panic inside `lead` is caught there (and poisons the engine, not the mutex);
+        // a poisoned mutex still holds a consistent core.
+        let g = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        CoreGuard::new(g, &self.leading)
+    }
+
+    fn try_lock_core(&self) -> Option<CoreGuard<'_>> {
+        let g = match self.core.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(CoreGuard::new(g, &self.leading))
     }
 
     /// Queues a request; `Closed` once the engine shuts down.
@@ -217,7 +290,7 @@ impl Ingest {
     /// this returns, every request queued before the call has been answered.
     pub(crate) fn drive(&self) {
         loop {
-            let mut core = self.core.lock();
+            let mut core = self.lock_core();
             self.lead(&mut core);
             drop(core);
             // A request queued while we released the lock would have no leader otherwise.
@@ -233,7 +306,7 @@ impl Ingest {
     /// `block_in_place`. Only the writer that won the lock does so, so at most one worker at a
     /// time is handed off and the runtime does not grow threads per waiting writer.
     pub(crate) fn try_drive(&self, in_runtime: bool) {
-        while let Some(mut core) = self.core.try_lock() {
+        while let Some(mut core) = self.try_lock_core() {
             if in_runtime && self.may_block() {
                 tokio::task::block_in_place(|| self.lead(&mut core));
             } else {
@@ -249,7 +322,7 @@ impl Ingest {
     /// True while a leader holds the core. A request queued before this returned true is
     /// answered by that leader: it checks the queue again after it lets go of the core.
     pub(crate) fn is_leading(&self) -> bool {
-        self.core.is_locked()
+        self.leading.load(Ordering::Acquire)
     }
 
     /// True when leading may block for long (fsync, stalls), so an async caller should tell
@@ -277,6 +350,14 @@ impl Ingest {
             if batch.is_empty() {
                 return;
             }
+            let ops = batch
+                .iter()
+                .map(|r| match r {
+                    Request::Write { ops, .. } => ops.len(),
+                    _ => 1,
+                })
+                .sum();
+            self.leading_ops.store(ops, Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.process(batch)));
             if let Err(p) = r {
                 let msg = p
@@ -298,7 +379,7 @@ impl Ingest {
                 break;
             }
             if everysec {
-                self.core.lock().timer_sync();
+                self.lock_core().timer_sync();
             }
             self.bb.wait_change(
                 ep,
@@ -309,7 +390,7 @@ impl Ingest {
 
     /// Refuses new requests, answers queued ones with `Closed` and syncs the WAL.
     pub(crate) fn close(&self) {
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let left = {
             let mut q = self.queue.lock();
             q.closed = true;
