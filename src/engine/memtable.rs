@@ -38,14 +38,66 @@ struct Ver {
     next: AtomicPtr<Ver>,
 }
 
-/// One key and its versions, newest first.
+/// One key and its versions, newest first. The key's bytes are stored right after the
+/// record, in the same allocation ([`KeyRec::alloc`]): a lookup that reaches the record
+/// compares the key in the cache lines it already loaded, instead of following a pointer into
+/// whatever request buffer the key arrived in, and the record does not keep that buffer alive.
 struct KeyRec {
     hash: u64,
-    key: Bytes,
     newest: AtomicPtr<Ver>,
+    /// The key bytes after the record (derived from the allocation's own pointer).
+    key_ptr: *const u8,
+    key_len: usize,
 }
 
 impl KeyRec {
+    fn layout(key_len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::new::<KeyRec>()
+            .extend(std::alloc::Layout::array::<u8>(key_len).expect("key length fits a layout"))
+            .expect("key length fits a layout")
+            .0
+            .pad_to_align()
+    }
+
+    /// A record for `key` with no versions; freed with [`KeyRec::free`].
+    fn alloc(hash: u64, key: &[u8]) -> *mut KeyRec {
+        let layout = Self::layout(key.len());
+        // SAFETY: the layout has a non-zero size (the record itself); the record is written
+        // before anything reads it, and the key goes to the bytes after it, inside the
+        // allocation (`layout` reserved them).
+        unsafe {
+            let base = std::alloc::alloc(layout);
+            if base.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            let key_ptr = base.add(std::mem::size_of::<KeyRec>());
+            ptr::copy_nonoverlapping(key.as_ptr(), key_ptr, key.len());
+            let rec = base as *mut KeyRec;
+            rec.write(KeyRec {
+                hash,
+                newest: AtomicPtr::new(ptr::null_mut()),
+                key_ptr,
+                key_len: key.len(),
+            });
+            rec
+        }
+    }
+
+    /// Frees a record made by [`KeyRec::alloc`] and its versions.
+    ///
+    /// # Safety
+    /// `p` came from `alloc`, is freed once, and nothing uses it afterwards.
+    unsafe fn free(p: *mut KeyRec) {
+        let layout = Self::layout((*p).key_len);
+        ptr::drop_in_place(p);
+        std::alloc::dealloc(p as *mut u8, layout);
+    }
+
+    fn key(&self) -> &[u8] {
+        // SAFETY: `alloc` copied `key_len` bytes there; they live as long as the record.
+        unsafe { std::slice::from_raw_parts(self.key_ptr, self.key_len) }
+    }
+
     /// The newest version with seqno <= `snapshot`.
     fn version_at(&self, snapshot: SeqNo) -> Option<&Ver> {
         let mut p = self.newest.load(Ordering::Acquire);
@@ -61,7 +113,7 @@ impl KeyRec {
 
     fn entry(&self, v: &Ver) -> Entry {
         Entry {
-            key: self.key.clone(),
+            key: Bytes::copy_from_slice(self.key()),
             seqno: v.seqno,
             kind: v.kind,
             type_tag: v.type_tag,
@@ -105,12 +157,12 @@ impl RecKey {
     fn probe(&self) -> Probe<'_> {
         Probe {
             head: self.head,
-            key: &self.rec().key,
+            key: self.rec().key(),
         }
     }
 
     fn order(&self, other: &RecKey) -> std::cmp::Ordering {
-        (self.head, self.rec().key.as_ref()).cmp(&(other.head, other.rec().key.as_ref()))
+        (self.head, self.rec().key()).cmp(&(other.head, other.rec().key()))
     }
 
     /// Writer of `list` only: links this key where it sorts (it must not be there yet).
@@ -121,11 +173,11 @@ impl RecKey {
 
     /// True when this key sorts before `p`'s.
     fn before(&self, p: &Probe) -> bool {
-        (self.head, self.rec().key.as_ref()) < (p.head, p.key)
+        (self.head, self.rec().key()) < (p.head, p.key)
     }
 
     fn is(&self, p: &Probe) -> bool {
-        self.head == p.head && self.rec().key.as_ref() == p.key
+        self.head == p.head && self.rec().key() == p.key
     }
 }
 
@@ -235,7 +287,7 @@ impl Index {
             if s & !ADDR_MASK == tag {
                 // SAFETY: records live as long as the memtable that owns this index.
                 let rec = unsafe { &*((s & ADDR_MASK) as *const KeyRec) };
-                if rec.hash == hash && rec.key.as_ref() == key {
+                if rec.hash == hash && rec.key() == key {
                     return Some(rec);
                 }
             }
@@ -310,21 +362,21 @@ impl Drop for Memtable {
         // of the current one's).
         let order = self.order.get_mut();
         for k in order.pending.drain(..) {
-            // SAFETY: made by Box::into_raw in `add_rec`, pending exactly once, unreachable now.
-            drop(unsafe { Box::from_raw(k.rec as *mut KeyRec) });
+            // SAFETY: made by KeyRec::alloc in `add_rec`, pending exactly once, unreachable now.
+            unsafe { KeyRec::free(k.rec as *mut KeyRec) };
         }
         let mut n = order.lists.last().and_then(|l| l.first());
         // SAFETY: the list is alive until after this loop.
         let mut ahead = unsafe { Lookahead::new(n) };
         while let Some(node) = n {
             // SAFETY: the list is alive (it is dropped after this); each record was made by
-            // Box::into_raw in `add_rec`, is in the list exactly once, and nothing can reach
+            // KeyRec::alloc in `add_rec`, is in the list exactly once, and nothing can reach
             // it once the memtable is being dropped. The lookahead is always ahead of `node`,
             // so it never reads a freed record.
             unsafe {
                 ahead.step();
                 n = node.next();
-                drop(Box::from_raw(node.key().rec as *mut KeyRec));
+                KeyRec::free(node.key().rec as *mut KeyRec);
             }
         }
         for u in self.unlinked.get_mut().drain(..) {
@@ -424,13 +476,9 @@ impl Memtable {
 
     /// Writer only: a new key's record, put in the index and queued for the key order (or,
     /// once the index is full, linked into the order at once).
-    fn add_rec(&self, hash: u64, key: Bytes) -> &KeyRec {
-        let head = head_of(&key);
-        let p: *const KeyRec = Box::into_raw(Box::new(KeyRec {
-            hash,
-            key,
-            newest: AtomicPtr::new(ptr::null_mut()),
-        }));
+    fn add_rec(&self, hash: u64, key: &[u8]) -> &KeyRec {
+        let head = head_of(key);
+        let p: *const KeyRec = KeyRec::alloc(hash, key);
         let rk = RecKey { head, rec: p };
         // Queued before the caller links a version, so before that version's seqno is
         // published: a reader that takes a snapshot and then asks for the order finds it.
@@ -455,7 +503,7 @@ impl Memtable {
         let hash = xxh3_64(&e.key);
         let rec = match self.find_rec(hash, &e.key) {
             Some(r) => r,
-            None => self.add_rec(hash, e.key),
+            None => self.add_rec(hash, &e.key),
         };
         let seqno = e.seqno;
         let v = Box::into_raw(Box::new(Ver {
