@@ -121,12 +121,16 @@ impl Shard {
             return;
         }
         if let Some(&i) = self.map.get(&key) {
-            // Another reader cached the same block meanwhile: keep one copy.
+            // Another reader cached the same block meanwhile: keep one copy. A larger copy
+            // may put the shard over budget: shed blocks until it fits.
             let old = self.slots[i]
                 .block
                 .replace(b)
                 .expect("mapped slots hold a block");
             self.bytes = self.bytes - cost(&old) + c;
+            while self.bytes > self.capacity && !self.map.is_empty() {
+                self.tick();
+            }
         } else {
             while self.bytes + c > self.capacity && !self.map.is_empty() {
                 self.tick();
@@ -149,10 +153,6 @@ impl Shard {
             };
             self.map.insert(key, i);
             self.bytes += c;
-        }
-        // A shard over budget after a replacement by a larger block sheds the rest.
-        while self.bytes > self.capacity && !self.map.is_empty() {
-            self.tick();
         }
     }
 }

@@ -22,9 +22,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::skiplist::{NodeRef, SkipList};
+use super::sstable::key_hash;
 use super::types::{Entry, Found, Kind, SeqNo};
 
 /// One version of a key.
@@ -500,7 +500,7 @@ impl Memtable {
         self.min_seqno.fetch_min(e.seqno, Ordering::Relaxed);
         self.max_seqno.fetch_max(e.seqno, Ordering::Relaxed);
         self.versions.fetch_add(1, Ordering::Relaxed);
-        let hash = xxh3_64(&e.key);
+        let hash = key_hash(&e.key);
         let rec = match self.find_rec(hash, &e.key) {
             Some(r) => r,
             None => self.add_rec(hash, &e.key),
@@ -542,12 +542,12 @@ impl Memtable {
 
     /// Newest version of `key` with seqno <= `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-        let rec = self.find_rec(xxh3_64(key), key)?;
-        rec.version_at(snapshot).map(|v| rec.entry(v))
+        self.get_hashed(key, key_hash(key), snapshot)
+            .map(|f| f.into_entry(Bytes::copy_from_slice(key)))
     }
 
     /// [`Memtable::get`] without the key (the caller has it: no reference to it is taken),
-    /// given the key's xxh3_64 hash (the same one the table filters use).
+    /// given the key's [`key_hash`] (the one the table filters use too).
     pub fn get_hashed(&self, key: &[u8], hash: u64, snapshot: SeqNo) -> Option<Found> {
         let rec = self.find_rec(hash, key)?;
         rec.version_at(snapshot).map(|v| Found {

@@ -70,17 +70,6 @@ impl Found {
 }
 
 impl Entry {
-    /// The entry's fields without the key.
-    pub fn found(&self) -> Found {
-        Found {
-            seqno: self.seqno,
-            kind: self.kind,
-            type_tag: self.type_tag,
-            expire_at: self.expire_at,
-            value: self.value.clone(),
-        }
-    }
-
     /// The key and the rest.
     pub fn into_parts(self) -> (Bytes, Found) {
         let found = Found {

@@ -109,7 +109,7 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
     if let Err(e) = conn.serve(&mut sock).await {
         debug!(client = id, "connection ended: {e}");
     }
-    conn.count_commands();
+    conn.publish_batch();
     shared.clients.lock().remove(&id);
 }
 
@@ -209,7 +209,7 @@ impl Conn {
             }
             self.flush_writes().await;
             self.encode_ready(&mut out);
-            self.count_commands();
+            self.publish_batch();
             if !out.is_empty() {
                 sock.write_all(&out).await?;
                 self.shared
@@ -230,7 +230,7 @@ impl Conn {
 
     /// Publishes this batch's activity (commands counted, last command, time) for INFO and
     /// CLIENT LIST.
-    fn count_commands(&mut self) {
+    fn publish_batch(&mut self) {
         if self.batch_cmds > 0 {
             let mut info = self.info.lock();
             info.last_active = Instant::now();
@@ -364,7 +364,7 @@ impl Conn {
             Handler::Conn => {
                 self.flush_writes().await;
                 // INFO and friends must see this batch's commands counted.
-                self.count_commands();
+                self.publish_batch();
                 // Earlier replies go out in the protocol they were produced under (HELLO and
                 // RESET change it).
                 self.encode_ready(out);

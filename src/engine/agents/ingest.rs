@@ -77,7 +77,7 @@ impl View<'_> {
     fn newest(&mut self, key: &[u8]) -> Result<Option<Found>> {
         self.index_pending();
         if let Some(&i) = self.pending.get(key) {
-            return Ok(Some(self.entries[i].found()));
+            return Ok(Some(self.entries[i].clone().into_parts().1));
         }
         // Everything applied so far is visible: the ingest agent is the only writer.
         let e = self.version.lookup(key, SeqNo::MAX)?;

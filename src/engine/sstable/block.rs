@@ -1,12 +1,11 @@
 //! Data blocks: entries with prefix-compressed keys, and restart points (entries stored with
 //! their full key) so a seek binary-searches the restarts and then decodes only a few entries.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::ops::Range;
 
 use bytes::Bytes;
-
-use std::cell::RefCell;
 
 use super::format::{cmp_internal, put_varint, Bad, Decoder};
 use crate::engine::types::{Entry, Found, Kind};

@@ -295,21 +295,16 @@ impl Table {
         self.index.len()
     }
 
-    /// Reads and verifies data block `i`. The one place data blocks come from: a block cache
-    /// keyed by (table id, block number) would wrap this.
-    /// Block `i`, from the cache if it is there; read from the file otherwise and, with
-    /// `fill_cache`, kept in the cache.
+    /// Block `i` for an iterator: from the cache if it is there; read from the file otherwise
+    /// and, with `fill_cache`, kept in the cache. (Point lookups search a cached block in
+    /// place instead: [`Table::get_hashed`].)
     fn read_data_block(&self, i: usize, fill_cache: bool) -> Result<BlockIter> {
-        self.data_block(i, fill_cache).map(Block::iter)
-    }
-
-    fn data_block(&self, i: usize, fill_cache: bool) -> Result<Block> {
         if let Some(c) = &self.cache {
             if let Some(CachedBlock(b)) = c.get(self.id, i as u32) {
-                return Ok(b);
+                return Ok(b.iter());
             }
         }
-        self.load_block(i, fill_cache)
+        self.load_block(i, fill_cache).map(Block::iter)
     }
 
     /// Block `i` read from the file (crc checked) and, with `fill_cache`, put in the cache.
