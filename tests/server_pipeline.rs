@@ -76,3 +76,49 @@ fn consecutive_writes_share_a_group() {
     );
     assert_eq!(raw.roundtrip("GET c3\r\n"), b"$3\r\n100\r\n");
 }
+
+/// Connections on the same event loop have their writes committed in one batch: each still
+/// gets its own replies, in its own order, and every increment lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connections_get_their_own_replies() {
+    let s = Server::start();
+    let client = s.client();
+    let mut tasks = Vec::new();
+    for conn in 0..12 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("async connection");
+            let mut shared = Vec::new();
+            for i in 1..=60i64 {
+                let mut p = redis::pipe();
+                p.cmd("INCR").arg("shared");
+                p.cmd("INCR").arg(format!("own:{conn}"));
+                p.cmd("SET").arg(format!("last:{conn}")).arg(i).ignore();
+                let (s, own): (i64, i64) = p.query_async(&mut c).await.expect("pipeline");
+                assert_eq!(own, i, "connection {conn}");
+                shared.push(s);
+            }
+            shared
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let shared = t.await.expect("task");
+        assert!(shared.windows(2).all(|w| w[0] < w[1]), "{shared:?}");
+        all.extend(shared);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=12 * 60).collect::<Vec<i64>>());
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    for conn in 0..12 {
+        let last: i64 = redis::cmd("GET")
+            .arg(format!("last:{conn}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(last, 60);
+    }
+}

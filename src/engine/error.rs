@@ -43,6 +43,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The same error for another waiter (one failed group answers many writers): the kinds
+    /// callers act on are kept; others keep their text, as `Poisoned` (a failed group has
+    /// poisoned the engine).
+    pub fn copy(&self) -> Error {
+        match self {
+            Error::NoSpace { context } => Error::NoSpace {
+                context: context.clone(),
+            },
+            Error::Poisoned(s) => Error::Poisoned(s.clone()),
+            Error::Closed => Error::Closed,
+            other => Error::Poisoned(other.to_string()),
+        }
+    }
+
     /// Wraps an I/O error, turning ENOSPC into [`Error::NoSpace`].
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         let context = context.into();

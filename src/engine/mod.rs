@@ -82,6 +82,10 @@ pub struct EngineConfig {
     /// foreground work (serving clients) go first when the cores are busy. Backpressure
     /// (slowdown and stop triggers) still bounds how far background work may fall behind.
     pub background_nice: i32,
+    /// With `fsync = always`, WAL space is reserved this many bytes ahead (at most a
+    /// memtable's worth) so that the sync after each group commits no file-size change; 0
+    /// turns it off. Unused reserved space is cut off when a segment is done.
+    pub wal_preallocate_bytes: u64,
 }
 
 /// A live value as read.
@@ -180,11 +184,21 @@ impl Default for EngineConfig {
             pending_compaction_bytes_slowdown: 64 << 30,
             pending_compaction_bytes_stop: 256 << 30,
             background_nice: 0,
+            wal_preallocate_bytes: 4 << 20,
         }
     }
 }
 
 impl EngineConfig {
+    /// How far ahead the WAL reserves space (0: not at all); see `wal_preallocate_bytes`.
+    pub fn wal_prealloc_chunk(&self) -> u64 {
+        if self.fsync == FsyncPolicy::Always {
+            self.wal_preallocate_bytes.min(self.memtable_bytes as u64)
+        } else {
+            0
+        }
+    }
+
     /// Checks every field; the error names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |f: &str, why: &str| Err(Error::Config(format!("field '{f}': {why}")));

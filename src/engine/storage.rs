@@ -22,8 +22,16 @@ pub trait WritableFile: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Cuts the file back to `len` bytes (undoing a partial append after ENOSPC).
+    /// Cuts the file back to `len` bytes (undoing a partial append after ENOSPC, or dropping
+    /// preallocated space).
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Reserves the file's blocks up to `upto` bytes past the logical end, which does not
+    /// move: later appends there allocate nothing and change no file size, so a sync after
+    /// them flushes data without waiting for a file-system journal commit. The reserved tail
+    /// reads as zeros until written. Does nothing by default.
+    fn preallocate(&mut self, _upto: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// The file's path (for error messages).
     fn path(&self) -> &Path;
 }
@@ -58,6 +66,8 @@ struct FsFile {
     file: File,
     path: PathBuf,
     len: u64,
+    /// The file's size on disk when preallocated past `len`.
+    reserved: u64,
 }
 
 impl WritableFile for FsFile {
@@ -90,6 +100,42 @@ impl WritableFile for FsFile {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.len = len;
+        self.reserved = len;
+        Ok(())
+    }
+
+    fn preallocate(&mut self, upto: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let from = self.reserved.max(self.len);
+        if upto <= from {
+            return Ok(());
+        }
+        // Written zeros, not fallocate: a sync after writing into fallocated (unwritten)
+        // extents still commits their conversion to the journal (measured: 45–49K safe SET/s
+        // at P1 with fallocate, 56–63K with zeros, ~47K without either).
+        let mut off = from;
+        while off < upto {
+            let n = ZEROS.len().min((upto - off) as usize);
+            if let Err(e) = self.file.write_all_at(&ZEROS[..n], off) {
+                // Whatever was written past the end is only zeros: keep it reserved.
+                self.reserved = off.max(self.reserved);
+                return Err(e);
+            }
+            off += n as u64;
+        }
+        self.reserved = upto;
+        // Start writing the zeros back now, so that they are on disk (and the file size
+        // committed) before appends reach them, instead of in the sync of some later append.
+        // SAFETY: plain system call on a descriptor this struct owns.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                from as libc::off64_t,
+                (upto - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
         Ok(())
     }
 
@@ -109,6 +155,7 @@ impl Storage for FsStorage {
             file,
             path: path.to_path_buf(),
             len: 0,
+            reserved: 0,
         }))
     }
 

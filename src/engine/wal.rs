@@ -45,6 +45,10 @@ pub struct WalWriter {
     /// Set when a failed append could not be undone: the tail holds garbage, so appending
     /// after it would turn a torn tail into mid-log corruption.
     broken: Option<String>,
+    /// Space is reserved this many bytes ahead of the end (0: never).
+    prealloc_chunk: u64,
+    /// End of the reserved space.
+    reserved: u64,
 }
 
 impl WalWriter {
@@ -68,7 +72,60 @@ impl WalWriter {
             path: path.to_path_buf(),
             buf: Vec::new(),
             broken: None,
+            prealloc_chunk: 0,
+            reserved: 0,
         })
+    }
+
+    /// Reserves disk space `chunk` bytes at a time ahead of the appends (see
+    /// [`WritableFile::preallocate`]): an fdatasync after an append then commits no
+    /// file-size change. On this machine's ext4 that took a 1.5 KB append + fdatasync from
+    /// ~140 to ~105 µs. The reserved tail reads as zeros, which replay takes for the end of the
+    /// log; [`Self::trim`] cuts it off when the segment is done.
+    pub fn preallocating(mut self, chunk: u64) -> WalWriter {
+        self.prealloc_chunk = chunk;
+        self
+    }
+
+    /// Cuts reserved space past the last record and syncs, so that a finished segment ends at
+    /// its last record (replay refuses a bad tail in any segment but the last).
+    pub fn trim(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if self.reserved > self.file.len() {
+            let len = self.file.len();
+            self.file
+                .truncate(len)
+                .and_then(|()| self.file.sync())
+                .map_err(|e| {
+                    Error::io(
+                        format!("trimming WAL {} to {len} bytes", self.path.display()),
+                        e,
+                    )
+                })?;
+            self.reserved = len;
+        }
+        Ok(())
+    }
+
+    fn reserve_for(&mut self, n: usize) {
+        let end = self.file.len() + n as u64;
+        // Half a chunk ahead, so that the reserved zeros have been written back by the time
+        // appends reach them.
+        if self.prealloc_chunk == 0 || end + self.prealloc_chunk / 2 <= self.reserved {
+            return;
+        }
+        let upto = end + self.prealloc_chunk;
+        match self.file.preallocate(upto) {
+            Ok(()) => self.reserved = upto,
+            Err(e) => {
+                // Appends still work, only slower to sync: not worth failing a write for.
+                // A file system without fallocate is not asked again.
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    self.prealloc_chunk = 0;
+                }
+                tracing::debug!(file = %self.path.display(), error = %e, "WAL preallocation failed");
+            }
+        }
     }
 
     /// Appends one record holding the whole group. `entries` must be non-empty with
@@ -82,6 +139,7 @@ impl WalWriter {
         self.check_usable()?;
         self.buf.clear();
         encode_record(&mut self.buf, entries)?;
+        self.reserve_for(self.buf.len());
         let start = self.file.len();
         let res = self.file.append(&self.buf);
         if self.buf.capacity() > RETAINED_BUF_BYTES {
@@ -95,13 +153,16 @@ impl WalWriter {
 
     fn undo_partial(&mut self, start: u64, cause: io::Error) -> Error {
         match self.file.truncate(start) {
-            Ok(()) => Error::io(
-                format!(
-                    "appending to WAL {} (record at offset {start} undone)",
-                    self.path.display()
-                ),
-                cause,
-            ),
+            Ok(()) => {
+                self.reserved = start;
+                Error::io(
+                    format!(
+                        "appending to WAL {} (record at offset {start} undone)",
+                        self.path.display()
+                    ),
+                    cause,
+                )
+            }
             Err(te) => {
                 let context = format!(
                     "WAL {} could not be repaired: append failed ({cause}) and truncating back \
@@ -202,8 +263,12 @@ pub struct ReplayOutcome {
     pub entries: u64,
     /// Length of the valid prefix (the file's length after a torn tail was cut).
     pub valid_len: u64,
-    /// Bytes of torn tail dropped (0 if the segment ended cleanly).
+    /// Bytes of torn tail dropped (0 if the segment ended cleanly), not counting
+    /// `unused_bytes`.
     pub torn_bytes: u64,
+    /// Zero bytes after the last record of the last segment, dropped with the torn tail:
+    /// preallocated space never written (or a torn write that left only zeros).
+    pub unused_bytes: u64,
     /// Highest seqno replayed; 0 if none.
     pub max_seqno: SeqNo,
 }
@@ -455,8 +520,11 @@ pub fn replay(
     }
 
     out.valid_len = off as u64;
-    out.torn_bytes = (data.len() - off) as u64;
-    if out.torn_bytes > 0 {
+    let tail = &data[off..];
+    let torn = tail.len() - tail.iter().rev().take_while(|&&b| b == 0).count();
+    out.torn_bytes = torn as u64;
+    out.unused_bytes = (tail.len() - torn) as u64;
+    if !tail.is_empty() {
         storage.truncate(path, out.valid_len).map_err(|e| {
             Error::io(
                 format!(
@@ -604,7 +672,7 @@ mod tests {
             let (got, out) = replay_all(&cut_path, true).unwrap();
             assert_eq!(got, groups[..complete], "cut at {cut}");
             assert_eq!(out.valid_len, valid_len, "cut at {cut}");
-            assert_eq!(out.torn_bytes, cut - valid_len);
+            assert_eq!(out.torn_bytes + out.unused_bytes, cut - valid_len);
             assert_eq!(std::fs::metadata(&cut_path).unwrap().len(), valid_len);
             let (again, out2) = replay_all(&cut_path, true).unwrap();
             assert_eq!(again, got);
@@ -720,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_filled_tail_is_torn() {
+    fn zero_filled_tail_is_dropped_as_unused() {
         let dir = tempfile::tempdir().unwrap();
         let groups = sample_groups(3);
         let (path, _) = write_segment(dir.path(), "1.log", &groups);
@@ -730,7 +798,58 @@ mod tests {
         std::fs::write(&path, &d).unwrap();
         let (got, out) = replay_all(&path, true).unwrap();
         assert_eq!(got, groups);
-        assert_eq!((out.valid_len, out.torn_bytes), (good, 4096));
+        assert_eq!(
+            (out.valid_len, out.torn_bytes, out.unused_bytes),
+            (good, 0, 4096)
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    }
+
+    /// A preallocating writer's segment after a crash (never trimmed) ends in zeros: replayed
+    /// whole as the last segment; trimmed, it is clean in any position. Its appends must not
+    /// pay a size change per sync: the file is longer than its records.
+    #[test]
+    fn preallocated_segment_replays_and_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.log");
+        let groups = sample_groups(40);
+        let mut w = WalWriter::create(&FsStorage, &path)
+            .unwrap()
+            .preallocating(4096);
+        for g in &groups {
+            w.append(g).unwrap();
+            w.sync().unwrap();
+            let on_disk = std::fs::metadata(&path).unwrap().len();
+            assert!(on_disk >= w.len() + 2048, "{on_disk} vs {}", w.len());
+        }
+        let valid = w.len();
+        // A crash: the writer is gone without trimming.
+        drop(w);
+        let copy = dir.path().join("2.log");
+        std::fs::copy(&path, &copy).unwrap();
+        assert!(
+            matches!(replay_all(&copy, false), Err(Error::Corruption { .. })),
+            "an untrimmed segment is not clean as an older segment"
+        );
+        let (got, out) = replay_all(&path, true).unwrap();
+        assert_eq!(got, groups);
+        assert_eq!((out.valid_len, out.torn_bytes), (valid, 0));
+        assert!(out.unused_bytes >= 2048);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), valid);
+
+        // Trimmed by its writer, the segment is clean as an older segment too.
+        let mut w = WalWriter::create(&FsStorage, &path)
+            .unwrap()
+            .preallocating(1 << 20);
+        w.append(&groups[0]).unwrap();
+        w.trim().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), w.len());
+        w.append(&groups[1]).unwrap();
+        w.sync().unwrap();
+        w.trim().unwrap();
+        let (got, out) = replay_all(&path, false).unwrap();
+        assert_eq!(got, groups[..2]);
+        assert_eq!(out.torn_bytes + out.unused_bytes, 0);
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl Conn {
         self.ops_bytes = 0;
         let n = ops.len();
         let res = match self.shared.engine() {
-            Some(e) => e.write_async(ops).await,
+            Some(e) => super::io::write(e, ops).await,
             None => Err(crate::engine::Error::Closed),
         };
         self.shared

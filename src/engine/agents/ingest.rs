@@ -36,7 +36,70 @@ const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
 
 pub(crate) type AnyBox = Box<dyn Any + Send>;
 pub(crate) type ErasedOp = Box<dyn FnOnce(&mut View<'_>) -> AnyBox + Send>;
-pub(crate) type WriteReply = oneshot::Sender<Result<Vec<AnyBox>>>;
+pub(crate) type WriteResult = Result<Vec<AnyBox>>;
+
+/// Where a write request's results go: its own channel, or one part of a batch that is
+/// answered as a whole, so that the writer of a batch is woken once for all its parts.
+pub(crate) enum WriteReply {
+    One(oneshot::Sender<WriteResult>),
+    Part(Arc<Gather>, usize),
+}
+
+impl WriteReply {
+    pub(crate) fn send(self, r: WriteResult) {
+        match self {
+            WriteReply::One(tx) => {
+                let _ = tx.send(r);
+            }
+            WriteReply::Part(g, i) => g.fill(i, r),
+        }
+    }
+}
+
+/// The results of a batch of write requests, sent together once the last part is answered.
+/// A batch dropped unanswered (engine closed) drops the sender, which its receiver sees.
+pub(crate) struct Gather {
+    state: Mutex<GatherState>,
+}
+
+struct GatherState {
+    results: Vec<Option<WriteResult>>,
+    left: usize,
+    reply: Option<oneshot::Sender<Vec<WriteResult>>>,
+    /// Backpressure permits of the whole batch, returned when it is answered.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Gather {
+    pub(crate) fn new(
+        parts: usize,
+        reply: oneshot::Sender<Vec<WriteResult>>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Arc<Gather> {
+        Arc::new(Gather {
+            state: Mutex::new(GatherState {
+                results: (0..parts).map(|_| None).collect(),
+                left: parts,
+                reply: Some(reply),
+                permit,
+            }),
+        })
+    }
+
+    fn fill(&self, i: usize, r: WriteResult) {
+        let mut s = self.state.lock();
+        if s.results[i].replace(r).is_none() {
+            s.left -= 1;
+        }
+        if s.left == 0 {
+            let all = s.results.drain(..).map(Option::unwrap).collect();
+            if let Some(tx) = s.reply.take() {
+                let _ = tx.send(all);
+            }
+            s.permit = None;
+        }
+    }
+}
 
 pub(crate) enum Request {
     Write {
@@ -275,6 +338,12 @@ impl Ingest {
 
     /// Queues a request; `Closed` once the engine shuts down.
     pub(crate) fn submit(&self, req: Request) -> Result<()> {
+        self.submit_all(std::iter::once(req))
+    }
+
+    /// Queues several requests at once (one lock), in order; `Closed` once the engine shuts
+    /// down.
+    pub(crate) fn submit_all(&self, reqs: impl IntoIterator<Item = Request>) -> Result<()> {
         let mut q = self.queue.lock();
         if q.closed {
             return Err(match self.bb.poisoned() {
@@ -282,7 +351,7 @@ impl Ingest {
                 None => Error::Closed,
             });
         }
-        q.reqs.push(req);
+        q.reqs.extend(reqs);
         Ok(())
     }
 
@@ -328,10 +397,12 @@ impl Ingest {
     /// True when leading may block for long (fsync, stalls), so an async caller should tell
     /// its runtime first.
     pub(crate) fn may_block(&self) -> bool {
+        self.bb.cfg.fsync == FsyncPolicy::Always || self.may_stall()
+    }
+
+    /// True when the next group may wait for flush or compaction (or be delayed for them).
+    pub(crate) fn may_stall(&self) -> bool {
         let cfg = &self.bb.cfg;
-        if cfg.fsync == FsyncPolicy::Always {
-            return true;
-        }
         let v = self.bb.current();
         // One short of the slowdown trigger: a group about to be delayed counts as blocking.
         v.imms.len() >= cfg.max_immutables
@@ -406,9 +477,7 @@ impl Ingest {
 impl Request {
     fn fail(self, e: Error) {
         match self {
-            Request::Write { reply, .. } => {
-                let _ = reply.send(Err(e));
-            }
+            Request::Write { reply, .. } => reply.send(Err(e)),
             Request::DropPrefix { reply, .. } | Request::Freeze { reply } => {
                 let _ = reply.send(Err(e));
             }
@@ -422,9 +491,15 @@ impl Core {
             return;
         }
         self.closed = true;
-        if self.dirty && self.bb.poisoned().is_none() {
-            if let Err(e) = self.wal.sync() {
-                tracing::error!(error = %e, "final WAL sync failed");
+        if self.bb.poisoned().is_none() {
+            if self.dirty {
+                if let Err(e) = self.wal.sync() {
+                    tracing::error!(error = %e, "final WAL sync failed");
+                }
+            }
+            // Not needed for replay (the last segment may end in zeros); tidier on disk.
+            if let Err(e) = self.wal.trim() {
+                tracing::warn!(error = %e, "final WAL trim failed");
             }
         }
         self.status.set(AgentState::Stopped);
@@ -483,7 +558,7 @@ impl Core {
         while reqs.peek().is_some() {
             if let Err(e) = self.bb.check_poison().and_then(|_| self.wait_for_room()) {
                 for (_, reply, _) in reqs {
-                    let _ = reply.send(Err(clone_err(&e)));
+                    reply.send(Err(e.copy()));
                 }
                 return;
             }
@@ -525,7 +600,7 @@ impl Core {
                         // A panicking operation fails its own request and leaves no trace;
                         // nothing was written yet, so the engine need not be poisoned.
                         view.rollback(mark);
-                        let _ = reply.send(Err(Error::Invalid(
+                        reply.send(Err(Error::Invalid(
                             "write operation panicked; request discarded".into(),
                         )));
                     }
@@ -535,9 +610,9 @@ impl Core {
             for p in pending {
                 let r = match &outcome {
                     Ok(()) => Ok(p.results),
-                    Err(e) => Err(clone_err(e)),
+                    Err(e) => Err(e.copy()),
                 };
-                let _ = p.reply.send(r);
+                p.reply.send(r);
             }
             self.status.busy_us.fetch_add(
                 started.elapsed().as_micros() as u64,
@@ -689,10 +764,17 @@ impl Core {
             self.bb.poison(why.clone());
             return Err(Error::Poisoned(why));
         }
+        // Before the next segment exists: replay refuses a bad tail in a segment but the last.
+        if let Err(e) = self.wal.trim() {
+            let why = format!("WAL trim at rotation failed: {e}");
+            self.bb.poison(why.clone());
+            return Err(Error::Poisoned(why));
+        }
         self.dirty = false;
         self.last_sync = Instant::now();
         let n = self.bb.new_file_number();
-        let wal = WalWriter::create(self.bb.storage.as_ref(), &self.bb.wal_path(n))?;
+        let wal = WalWriter::create(self.bb.storage.as_ref(), &self.bb.wal_path(n))?
+            .preallocating(self.bb.cfg.wal_prealloc_chunk());
         if let Err(e) = self.bb.storage.sync_dir(&self.bb.dir) {
             let why = format!("directory sync at WAL rotation failed: {e}");
             self.bb.poison(why.clone());
@@ -728,18 +810,6 @@ impl Core {
         self.next_seqno = seqno + 1;
         self.bb.publish(seqno);
         Ok(())
-    }
-}
-
-/// Every request of a failed group gets the same error.
-fn clone_err(e: &Error) -> Error {
-    match e {
-        Error::NoSpace { context } => Error::NoSpace {
-            context: context.clone(),
-        },
-        Error::Poisoned(s) => Error::Poisoned(s.clone()),
-        Error::Closed => Error::Closed,
-        other => Error::Poisoned(other.to_string()),
     }
 }
 
