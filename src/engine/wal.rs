@@ -111,7 +111,7 @@ impl WalWriter {
     fn reserve_for(&mut self, n: usize) {
         /// Groups above this size are appended without reserving: a sync per this many bytes
         /// gains little, and reserving writes every byte twice (zeros, then the record).
-        const MAX_RESERVING_GROUP: usize = 16 << 10;
+        const MAX_RESERVING_GROUP: usize = 8 << 10;
         if n > MAX_RESERVING_GROUP {
             return;
         }
