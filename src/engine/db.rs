@@ -319,21 +319,15 @@ impl Engine {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let want = (ops.len() as u32).min(self.inner.permit_total as u32);
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| self.stopped())?;
+        let n = ops.len();
+        let permit = self.write_permits(n).await?;
         let (reply, rx) = oneshot::channel();
         self.inner.ingest.submit(Request::Write {
             ops: erase(ops),
             reply: WriteReply::One(reply),
             permit: Some(permit),
         })?;
-        self.lead_async(want as usize);
+        self.lead_async(n);
         unbox(rx.await.map_err(|_| self.stopped())??)
     }
 
@@ -351,14 +345,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         let total: usize = writes.iter().map(Vec::len).sum();
-        let want = (total.max(1) as u32).min(self.inner.permit_total as u32);
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| self.stopped())?;
+        let permit = self.write_permits(total).await?;
         let (reply, rx) = oneshot::channel();
         let gather = Gather::new(writes.len(), reply, Some(permit));
         self.inner
@@ -377,6 +364,18 @@ impl Engine {
         self.lead_async(total);
         let results = rx.await.map_err(|_| self.stopped())?;
         Ok(results.into_iter().map(|r| r.and_then(unbox)).collect())
+    }
+
+    /// Backpressure: waits (without blocking a thread) for queue room for `ops` operations
+    /// (at least one permit, at most all of them).
+    async fn write_permits(&self, ops: usize) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let want = (ops.max(1) as u32).min(self.inner.permit_total as u32);
+        self.inner
+            .permits
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| self.stopped())
     }
 
     /// Makes sure a leader commits what this async writer queued (`ops` operations). On a
