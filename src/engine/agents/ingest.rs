@@ -57,7 +57,8 @@ impl WriteReply {
 }
 
 /// The results of a batch of write requests, sent together once the last part is answered.
-/// A batch dropped unanswered (engine closed) drops the sender, which its receiver sees.
+/// Parts dropped unanswered (the ingest agent panicked) are answered with an error when the
+/// last reference goes, so the parts that were answered keep their results.
 pub(crate) struct Gather {
     state: Mutex<GatherState>,
 }
@@ -97,6 +98,26 @@ impl Gather {
                 let _ = tx.send(all);
             }
             s.permit = None;
+        }
+    }
+}
+
+impl std::ops::Drop for Gather {
+    fn drop(&mut self) {
+        let s = self.state.get_mut();
+        if let Some(tx) = s.reply.take() {
+            let all = s
+                .results
+                .drain(..)
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(Error::Poisoned(
+                            "write request dropped by the ingest agent".into(),
+                        ))
+                    })
+                })
+                .collect();
+            let _ = tx.send(all);
         }
     }
 }
@@ -817,4 +838,48 @@ impl Core {
 fn slowdown_l0(cfg: &crate::engine::EngineConfig) -> usize {
     cfg.l0_slowdown_trigger
         .clamp(cfg.l0_compaction_trigger, cfg.l0_stop_trigger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(v: u32) -> WriteResult {
+        Ok(vec![Box::new(v) as AnyBox])
+    }
+
+    fn value(r: &WriteResult) -> Option<u32> {
+        r.as_ref()
+            .ok()
+            .map(|v| *v[0].downcast_ref::<u32>().unwrap())
+    }
+
+    #[test]
+    fn gather_answers_once_all_parts_are_in_in_part_order() {
+        let (tx, mut rx) = oneshot::channel();
+        let g = Gather::new(3, tx, None);
+        WriteReply::Part(g.clone(), 2).send(ok(20));
+        WriteReply::Part(g.clone(), 0).send(ok(0));
+        assert!(rx.try_recv().is_err(), "answered before the last part");
+        WriteReply::Part(g.clone(), 1).send(Err(Error::Closed));
+        let all = rx.try_recv().expect("answered");
+        assert_eq!(value(&all[0]), Some(0));
+        assert!(matches!(all[1], Err(Error::Closed)));
+        assert_eq!(value(&all[2]), Some(20));
+        drop(g);
+    }
+
+    #[test]
+    fn gather_dropped_with_parts_unanswered_keeps_the_answered_ones() {
+        let (tx, mut rx) = oneshot::channel();
+        let g = Gather::new(3, tx, None);
+        WriteReply::Part(g.clone(), 1).send(ok(1));
+        // Parts 0 and 2 are dropped unanswered (as a panicking leader would drop them).
+        drop(WriteReply::Part(g.clone(), 0));
+        drop(g);
+        let all = rx.try_recv().expect("answered on drop");
+        assert!(matches!(all[0], Err(Error::Poisoned(_))));
+        assert_eq!(value(&all[1]), Some(1));
+        assert!(matches!(all[2], Err(Error::Poisoned(_))));
+    }
 }
