@@ -32,6 +32,10 @@ pub trait WritableFile: Send {
     fn preallocate(&mut self, _upto: u64) -> io::Result<()> {
         Ok(())
     }
+    /// End of the space reserved by [`Self::preallocate`] (at least [`Self::len`]).
+    fn reserved(&self) -> u64 {
+        self.len()
+    }
     /// The file's path (for error messages).
     fn path(&self) -> &Path;
 }
@@ -137,6 +141,10 @@ impl WritableFile for FsFile {
             )
         };
         Ok(())
+    }
+
+    fn reserved(&self) -> u64 {
+        self.reserved.max(self.len)
     }
 
     fn path(&self) -> &Path {

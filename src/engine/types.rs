@@ -40,6 +40,11 @@ pub struct Entry {
     pub value: Bytes,
 }
 
+/// True for a put that has not expired at `now_ms` (`expire_at` 0: never).
+fn is_live(kind: Kind, expire_at: u64, now_ms: u64) -> bool {
+    kind == Kind::Put && (expire_at == 0 || expire_at > now_ms)
+}
+
 /// What a point lookup finds: an entry's fields without its key (the caller has the key, and
 /// a lookup that copied or reference-counted it for every GET would pay for nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +59,7 @@ pub struct Found {
 impl Found {
     /// True when the entry holds a value that has not expired at `now_ms`.
     pub fn is_live(&self, now_ms: u64) -> bool {
-        self.kind == Kind::Put && (self.expire_at == 0 || self.expire_at > now_ms)
+        is_live(self.kind, self.expire_at, now_ms)
     }
 
     pub fn into_entry(self, key: Bytes) -> Entry {
@@ -106,7 +111,7 @@ impl Entry {
 
     /// True when the entry holds a value that has not expired at `now_ms`.
     pub fn is_live(&self, now_ms: u64) -> bool {
-        self.kind == Kind::Put && (self.expire_at == 0 || self.expire_at > now_ms)
+        is_live(self.kind, self.expire_at, now_ms)
     }
 
     /// Bytes this entry accounts for in memory budgets (key + value + fixed overhead).

@@ -47,8 +47,6 @@ pub struct WalWriter {
     broken: Option<String>,
     /// Space is reserved this many bytes ahead of the end (0: never).
     prealloc_chunk: u64,
-    /// End of the reserved space.
-    reserved: u64,
 }
 
 impl WalWriter {
@@ -73,7 +71,6 @@ impl WalWriter {
             buf: Vec::new(),
             broken: None,
             prealloc_chunk: 0,
-            reserved: 0,
         })
     }
 
@@ -92,8 +89,8 @@ impl WalWriter {
     /// its last record (replay refuses a bad tail in any segment but the last).
     pub fn trim(&mut self) -> Result<()> {
         self.check_usable()?;
-        if self.reserved > self.file.len() {
-            let len = self.file.len();
+        let len = self.file.len();
+        if self.file.reserved() > len {
             self.file
                 .truncate(len)
                 .and_then(|()| self.file.sync())
@@ -103,7 +100,6 @@ impl WalWriter {
                         e,
                     )
                 })?;
-            self.reserved = len;
         }
         Ok(())
     }
@@ -118,20 +114,12 @@ impl WalWriter {
         let end = self.file.len() + n as u64;
         // Half a chunk ahead, so that the reserved zeros have been written back by the time
         // appends reach them.
-        if self.prealloc_chunk == 0 || end + self.prealloc_chunk / 2 <= self.reserved {
+        if self.prealloc_chunk == 0 || end + self.prealloc_chunk / 2 <= self.file.reserved() {
             return;
         }
-        let upto = end + self.prealloc_chunk;
-        match self.file.preallocate(upto) {
-            Ok(()) => self.reserved = upto,
-            Err(e) => {
-                // Appends still work, only slower to sync: not worth failing a write for.
-                // A file system without fallocate is not asked again.
-                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
-                    self.prealloc_chunk = 0;
-                }
-                tracing::debug!(file = %self.path.display(), error = %e, "WAL preallocation failed");
-            }
+        if let Err(e) = self.file.preallocate(end + self.prealloc_chunk) {
+            // Appends still work, only slower to sync: not worth failing a write for.
+            tracing::debug!(file = %self.path.display(), error = %e, "WAL preallocation failed");
         }
     }
 
@@ -160,16 +148,13 @@ impl WalWriter {
 
     fn undo_partial(&mut self, start: u64, cause: io::Error) -> Error {
         match self.file.truncate(start) {
-            Ok(()) => {
-                self.reserved = start;
-                Error::io(
-                    format!(
-                        "appending to WAL {} (record at offset {start} undone)",
-                        self.path.display()
-                    ),
-                    cause,
-                )
-            }
+            Ok(()) => Error::io(
+                format!(
+                    "appending to WAL {} (record at offset {start} undone)",
+                    self.path.display()
+                ),
+                cause,
+            ),
             Err(te) => {
                 let context = format!(
                     "WAL {} could not be repaired: append failed ({cause}) and truncating back \

@@ -97,16 +97,22 @@ impl IoPool {
 }
 
 type WriteReply = oneshot::Sender<engine::Result<Vec<Reply>>>;
-/// One connection's write group: the engine, its operations, where its replies go.
-type Queued = (Engine, Vec<Op<Reply>>, WriteReply);
 
 /// The write groups that one event loop's connections are waiting on, not yet sent to the
 /// engine.
 #[derive(Default)]
 pub struct LoopWrites {
-    pending: Mutex<Vec<Queued>>,
+    pending: Mutex<Pending>,
     /// Tells the committer that `pending` went from empty to not empty.
     ready: Notify,
+}
+
+/// One batch: each connection's group and where its replies go, in the same order.
+#[derive(Default)]
+struct Pending {
+    engine: Option<Engine>,
+    groups: Vec<Vec<Op<Reply>>>,
+    replies: Vec<WriteReply>,
 }
 
 thread_local! {
@@ -124,8 +130,10 @@ pub async fn write(engine: &Engine, ops: Vec<Op<Reply>>) -> engine::Result<Vec<R
     let (tx, rx) = oneshot::channel();
     let first = {
         let mut p = w.pending.lock();
-        p.push((engine.clone(), ops, tx));
-        p.len() == 1
+        p.engine.get_or_insert_with(|| engine.clone());
+        p.groups.push(ops);
+        p.replies.push(tx);
+        p.groups.len() == 1
     };
     if first {
         // Same thread: a local wake-up, no system call.
@@ -141,12 +149,14 @@ async fn commit_loop(w: Arc<LoopWrites>) {
         // Runs after the loop has polled its sockets again and run every connection that had
         // input, so their writes join this batch.
         tokio::task::yield_now().await;
-        let batch = std::mem::take(&mut *w.pending.lock());
-        let Some(engine) = batch.first().map(|(e, _, _)| e.clone()) else {
+        let Pending {
+            engine,
+            groups,
+            replies,
+        } = std::mem::take(&mut *w.pending.lock());
+        let Some(engine) = engine else {
             continue;
         };
-        let (groups, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|(_, ops, tx)| (ops, tx)).unzip();
         match engine.write_many_async(groups).await {
             Ok(results) => {
                 for (tx, r) in replies.into_iter().zip(results) {

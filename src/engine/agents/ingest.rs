@@ -93,20 +93,16 @@ impl Gather {
             s.left -= 1;
         }
         if s.left == 0 {
-            let all = s.results.drain(..).map(Option::unwrap).collect();
-            if let Some(tx) = s.reply.take() {
-                let _ = tx.send(all);
-            }
-            s.permit = None;
+            s.answer();
         }
     }
 }
 
-impl std::ops::Drop for Gather {
-    fn drop(&mut self) {
-        let s = self.state.get_mut();
-        if let Some(tx) = s.reply.take() {
-            let all = s
+impl GatherState {
+    /// Sends the results (once); a part never answered gets an error.
+    fn answer(&mut self) {
+        if let Some(tx) = self.reply.take() {
+            let all = self
                 .results
                 .drain(..)
                 .map(|r| {
@@ -119,6 +115,13 @@ impl std::ops::Drop for Gather {
                 .collect();
             let _ = tx.send(all);
         }
+        self.permit = None;
+    }
+}
+
+impl std::ops::Drop for Gather {
+    fn drop(&mut self) {
+        self.state.get_mut().answer();
     }
 }
 

@@ -62,8 +62,18 @@ fn random_model(rng: &mut StdRng, keys: usize) -> Model {
 }
 
 fn write_table(path: &Path, entries: &[Entry], opts: &TableOptions) -> TableProps {
+    write_table_with(path, entries, opts, |w| w)
+}
+
+/// [`write_table`] through a writer adjusted by `setup` first.
+fn write_table_with(
+    path: &Path,
+    entries: &[Entry],
+    opts: &TableOptions,
+    setup: impl FnOnce(TableWriter) -> TableWriter,
+) -> TableProps {
     let file = FsStorage.create(path).unwrap();
-    let mut w = TableWriter::new(file, opts);
+    let mut w = setup(TableWriter::new(file, opts));
     assert!(w.is_empty());
     for e in entries {
         w.add(e).unwrap();
@@ -184,12 +194,9 @@ fn version_1_tables_with_plain_filters_still_read() {
     let mut rng = StdRng::seed_from_u64(43);
     let m = random_model(&mut rng, 3000);
     let path = dir.path().join("v1.sst");
-    let file = FsStorage.create(&path).unwrap();
-    let mut w = TableWriter::new(file, &TableOptions::default()).version_1();
-    for e in flatten(&m) {
-        w.add(&e).unwrap();
-    }
-    w.finish().unwrap();
+    write_table_with(&path, &flatten(&m), &TableOptions::default(), |w| {
+        w.version_1()
+    });
     let bytes = std::fs::read(&path).unwrap();
     let footer = &bytes[bytes.len() - 64..];
     assert_eq!(footer[48..52], 1u32.to_le_bytes(), "a version 1 footer");
