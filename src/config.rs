@@ -56,6 +56,8 @@ pub struct Config {
     pub io_threads: u32,
     /// Niceness of the flush and compaction threads (0..=19; 0 = same as the server).
     pub background_nice: u32,
+    /// Milliseconds without writes after which L0 is merged into L1 (0: never on idle).
+    pub idle_compaction_ms: u64,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             compaction_policy: CompactionPolicy::Leveled,
             io_threads: default_io_threads(),
             background_nice: 0,
+            idle_compaction_ms: 200,
         }
     }
 }
@@ -113,6 +116,7 @@ impl std::fmt::Debug for Config {
             .field("compaction_policy", &self.compaction_policy)
             .field("io_threads", &self.io_threads)
             .field("background_nice", &self.background_nice)
+            .field("idle_compaction_ms", &self.idle_compaction_ms)
             .finish()
     }
 }
@@ -244,6 +248,7 @@ impl Config {
             block_cache_bytes: clamp_usize(self.block_cache_bytes),
             compaction_policy: self.compaction_policy.as_str().to_string(),
             background_nice: self.background_nice as i32,
+            idle_compaction_ms: self.idle_compaction_ms,
             // Level sizing keeps the engine's defaults.
             ..EngineConfig::default()
         }
@@ -356,6 +361,11 @@ mod tests {
         assert!(e.to_string().contains("field 'background_nice'"));
         let c = Config::from_toml("background_nice = 7\n").expect("config");
         assert_eq!(c.engine_config().background_nice, 7);
+        assert_eq!(Config::default().engine_config().idle_compaction_ms, 200);
+        let c = Config::from_toml("idle_compaction_ms = 0\n").expect("config");
+        assert_eq!(c.engine_config().idle_compaction_ms, 0);
+        let e = Config::from_toml("idle_compaction_ms = -1\n").expect_err("bad");
+        assert!(e.to_string().contains("idle_compaction_ms"), "{e}");
     }
 
     #[test]

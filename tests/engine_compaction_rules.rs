@@ -153,6 +153,51 @@ fn a_policy_that_never_compacts_still_hits_the_l0_floor() {
 }
 
 #[test]
+fn writes_quiet_for_idle_compaction_ms_merge_l0_into_l1() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let cfg = EngineConfig {
+        // Room for every key below: tables come only from the explicit flushes.
+        memtable_bytes: 1 << 20,
+        l0_compaction_trigger: 4,
+        idle_compaction_ms: 5_000,
+        ..tiny_config(FsyncPolicy::Never)
+    };
+    let e = open(dir.path(), &clock, cfg);
+    let l0 = |e: &Engine| e.stats().level_stats[0].files;
+    // Two overlapping L0 tables: below the trigger, so the policy leaves them.
+    fill(&e, "k", 100, "a");
+    e.flush().unwrap();
+    fill(&e, "k", 100, "b");
+    e.flush().unwrap();
+    e.wait_for_compactions().unwrap();
+    assert_eq!(l0(&e), 2);
+    // 4 s of quiet, then a write, then 4 s more: never 5 s without a write.
+    clock.advance(4_000);
+    fill(&e, "x", 1, "c");
+    clock.advance(4_000);
+    e.wait_for_compactions().unwrap();
+    assert_eq!(l0(&e), 2, "{:?}", e.stats());
+    assert_eq!(e.stats().idle_compactions, 0);
+    // 5 s since the last write: the agent merges L0 into L1.
+    clock.advance(1_000);
+    e.wait_for_compactions().unwrap();
+    let st = e.stats();
+    assert_eq!(st.level_stats[0].files, 0, "{st:?}");
+    assert!(st.level_stats[1].files >= 1, "{st:?}");
+    assert_eq!(st.idle_compactions, 1, "{st:?}");
+    for i in 0..100 {
+        assert_eq!(get_str(&e, &format!("k{i:05}")), Some(format!("b-{i}")));
+    }
+    assert_eq!(get_str(&e, "x00000"), Some("c-0".to_string()));
+    // With L0 empty there is nothing more to do, however long it stays quiet.
+    clock.advance(60_000);
+    e.wait_for_compactions().unwrap();
+    assert_eq!(e.stats().idle_compactions, 1);
+    e.close().unwrap();
+}
+
+#[test]
 fn tombstones_are_dropped_only_at_the_bottom_and_never_resurrect() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));

@@ -39,6 +39,7 @@ pub struct Counters {
     pub tasks_rejected: AtomicU64,
     pub trivial_moves: AtomicU64,
     pub floor_compactions: AtomicU64,
+    pub idle_compactions: AtomicU64,
     pub reclaim_compactions: AtomicU64,
     pub slowdowns: AtomicU64,
     /// Gauge: pending compaction bytes of the last Version ingest looked at.
@@ -108,6 +109,8 @@ pub struct Blackboard {
     version: RwLock<Arc<Version>>,
     apply: Mutex<ApplyState>,
     visible: AtomicU64,
+    /// Engine-clock time of the last published write (kept only with idle compaction on).
+    last_write_ms: AtomicU64,
     next_file: AtomicU64,
     poison: Mutex<Option<String>>,
     poisoned: AtomicBool,
@@ -143,6 +146,7 @@ impl Blackboard {
         agents: Vec<Arc<AgentStatus>>,
     ) -> Blackboard {
         // The config was validated, so the name is known; leveled is the safe fallback anyway.
+        let opened_ms = clock.now_ms();
         let policy = compaction::policy_by_name(&cfg.compaction_policy)
             .unwrap_or_else(|_| Arc::new(compaction::Leveled));
         Blackboard {
@@ -156,6 +160,7 @@ impl Blackboard {
             version: RwLock::new(Arc::new(version)),
             apply: Mutex::new(ApplyState { manifest, state }),
             visible: AtomicU64::new(visible),
+            last_write_ms: AtomicU64::new(opened_ms),
             next_file: AtomicU64::new(next_file),
             poison: Mutex::new(None),
             poisoned: AtomicBool::new(false),
@@ -255,6 +260,18 @@ impl Blackboard {
 
     pub fn publish(&self, seqno: SeqNo) {
         self.visible.store(seqno, Ordering::Release);
+        if self.cfg.idle_compaction_ms > 0 {
+            self.last_write_ms
+                .store(self.clock.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Milliseconds (engine clock) since the last published write, or since the engine
+    /// opened. Only kept up to date while `idle_compaction_ms` is on.
+    pub fn quiet_ms(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .saturating_sub(self.last_write_ms.load(Ordering::Relaxed))
     }
 
     pub fn new_file_number(&self) -> u64 {

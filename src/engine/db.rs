@@ -574,6 +574,7 @@ impl Engine {
             tasks_rejected: c.tasks_rejected.load(Relaxed),
             trivial_moves: c.trivial_moves.load(Relaxed),
             floor_compactions: c.floor_compactions.load(Relaxed),
+            idle_compactions: c.idle_compactions.load(Relaxed),
             reclaim_compactions: c.reclaim_compactions.load(Relaxed),
             compaction_failures: c.compaction_failures.load(Relaxed),
             pending_compaction_bytes: policy.pending_bytes(&view, &ps),

@@ -86,6 +86,11 @@ pub struct EngineConfig {
     /// memtable's worth) so that the sync after each group commits no file-size change; 0
     /// turns it off. Unused reserved space is cut off when a segment is done.
     pub wal_preallocate_bytes: u64,
+    /// When no write has been published for this long (by the engine's clock) and the
+    /// compaction agent has nothing else to do, it asks the policy for an idle task (leveled:
+    /// merge L0 into L1), so that reads after a burst of writes probe fewer tables. 0 turns
+    /// it off.
+    pub idle_compaction_ms: u64,
 }
 
 /// A live value as read.
@@ -130,6 +135,8 @@ pub struct EngineStats {
     /// Compactions the engine ran on its own: the L0 floor and expired-data reclaim.
     pub floor_compactions: u64,
     pub reclaim_compactions: u64,
+    /// Idle tasks run after writes went quiet (see `EngineConfig::idle_compaction_ms`).
+    pub idle_compactions: u64,
     pub compaction_failures: u64,
     /// Bytes the policy still wants to rewrite (drives backpressure).
     pub pending_compaction_bytes: u64,
@@ -185,6 +192,7 @@ impl Default for EngineConfig {
             pending_compaction_bytes_stop: 256 << 30,
             background_nice: 0,
             wal_preallocate_bytes: 4 << 20,
+            idle_compaction_ms: 0,
         }
     }
 }

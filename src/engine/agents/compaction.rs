@@ -39,6 +39,33 @@ enum Origin {
     Policy,
     Floor,
     Reclaim,
+    Idle,
+}
+
+/// The policy's idle task, once writes have been quiet for `idle_compaction_ms`; else how long
+/// until they will have been (None: no idle task to wait for).
+fn idle_pick(
+    bb: &Blackboard,
+    view: &LevelsView,
+    ps: &PolicyStats,
+) -> (Option<(Task, Origin)>, Option<Duration>) {
+    let after = bb.cfg.idle_compaction_ms;
+    if after == 0 {
+        return (None, None);
+    }
+    let quiet_ms = bb.quiet_ms();
+    let Some(task) = bb
+        .policy()
+        .idle_task(view, ps)
+        .filter(|t| validate(view, t).is_ok())
+    else {
+        return (None, None);
+    };
+    if quiet_ms >= after {
+        (Some((task, Origin::Idle)), None)
+    } else {
+        (None, Some(Duration::from_millis(after - quiet_ms)))
+    }
 }
 
 struct Done {
@@ -67,10 +94,18 @@ pub(crate) fn run(bb: Arc<Blackboard>) {
         let view = LevelsView::from_version(&v);
         let mut ps = bb.policy_stats();
         ps.cursors = cursors.clone();
-        let Some((task, origin)) = pick(&bb, &view, &ps) else {
+        let (idle, idle_wait) = match pick(&bb, &view, &ps) {
+            Some(p) => (Some(p), None),
+            None => idle_pick(&bb, &view, &ps),
+        };
+        let Some((task, origin)) = idle else {
             bb.set_compaction_idle(ep);
-            let timeout = next_expiry(&view, ps.now_ms)
+            let expiry = next_expiry(&view, ps.now_ms)
                 .map(|t| Duration::from_millis(t - ps.now_ms + 1).min(MAX_EXPIRY_WAIT));
+            let timeout = match (expiry, idle_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             bb.wait_change(ep, timeout);
             continue;
         };
@@ -92,6 +127,7 @@ pub(crate) fn run(bb: Arc<Blackboard>) {
                 match origin {
                     Origin::Floor => c.floor_compactions.fetch_add(1, Relaxed),
                     Origin::Reclaim => c.reclaim_compactions.fetch_add(1, Relaxed),
+                    Origin::Idle => c.idle_compactions.fetch_add(1, Relaxed),
                     Origin::Policy => 0,
                 };
                 for (level, key) in done.ends {

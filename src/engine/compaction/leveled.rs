@@ -6,7 +6,8 @@
 //! simply moved down (no rewrite) when nothing there overlaps it.
 //!
 //! Few sorted runs (one per level + L0), so reads probe few tables; every byte is rewritten
-//! about `ratio` times per level it passes through.
+//! about `ratio` times per level it passes through. Once writes go quiet, L0 is merged into L1
+//! whatever its count ([`CompactionPolicy::idle_task`]).
 
 use super::{l0_floor_task, CompactionPolicy, LevelsView, PolicyStats, Task, TaskKind};
 
@@ -88,5 +89,19 @@ impl CompactionPolicy for Leveled {
 
     fn scores(&self, v: &LevelsView, s: &PolicyStats) -> Vec<f64> {
         Self::level_scores(v, s)
+    }
+
+    /// Every L0 table into L1: a point read then probes one table per level instead of
+    /// every L0 table too, and the overlap between L0 and L1 (older versions of the same
+    /// keys) stops taking block-cache space. Deeper levels follow through `choose` if L1 is
+    /// then over its target.
+    fn idle_task(&self, v: &LevelsView, _s: &PolicyStats) -> Option<Task> {
+        let mut t = l0_floor_task(v)?;
+        t.reason = format!("idle: L0 has {} tables", v.level(0).len());
+        if t.inputs.len() == 1 && t.inputs[0].1.len() == 1 {
+            // One table and nothing under it in L1: it moves down as it is.
+            t.kind = TaskKind::TrivialMove;
+        }
+        Some(t)
     }
 }

@@ -215,6 +215,12 @@ pub trait CompactionPolicy: Send + Sync {
     fn scores(&self, v: &LevelsView, _stats: &PolicyStats) -> Vec<f64> {
         vec![0.0; v.levels.len()]
     }
+    /// What to do once writes have gone quiet and `choose` has nothing (see
+    /// `EngineConfig::idle_compaction_ms`): work that makes reads cheaper but that the policy
+    /// would not spend write bandwidth on while writes flow. Default: nothing.
+    fn idle_task(&self, _v: &LevelsView, _stats: &PolicyStats) -> Option<Task> {
+        None
+    }
 }
 
 /// Builds a shipped policy by name; an unknown name lists the choices.

@@ -155,6 +155,35 @@ fn leveled_l0_trigger_trivial_move_and_round_robin() {
 }
 
 #[test]
+fn leveled_idle_task_empties_l0_tiered_has_none() {
+    let s = stats();
+    // Below the trigger, so `choose` leaves it; the idle task takes all of L0 and what it
+    // overlaps in L1.
+    let v = view(vec![
+        vec![t(5, 0, 40, 50, 10), t(4, 30, 90, 40, 10)],
+        vec![t(1, 0, 20, 1, 10), t(2, 25, 60, 1, 10), t(3, 95, 99, 1, 10)],
+    ]);
+    assert!(Leveled.choose(&v, &s).is_none());
+    let task = Leveled.idle_task(&v, &s).expect("idle task");
+    assert_eq!(task.kind, TaskKind::Merge);
+    assert_eq!(task.output_level, 1);
+    assert_eq!(task.inputs, vec![(0, vec![5, 4]), (1, vec![1, 2])]);
+    validate(&v, &task).unwrap();
+    // One table with nothing under it moves down as it is.
+    let v = view(vec![vec![t(5, 0, 40, 50, 10)], vec![t(3, 95, 99, 1, 10)]]);
+    let task = Leveled.idle_task(&v, &s).expect("idle task");
+    assert_eq!(task.kind, TaskKind::TrivialMove);
+    assert_eq!(task.inputs, vec![(0, vec![5])]);
+    validate(&v, &task).unwrap();
+    // Nothing in L0: nothing to do.
+    let v = view(vec![vec![], vec![t(3, 95, 99, 1, 10)]]);
+    assert!(Leveled.idle_task(&v, &s).is_none());
+    // Tiered keeps its runs (it spends reads to save writes).
+    let v = view(vec![vec![t(5, 0, 40, 50, 10), t(4, 30, 90, 40, 10)]]);
+    assert!(Tiered.idle_task(&v, &s).is_none());
+}
+
+#[test]
 fn tiered_places_runs_and_makes_room() {
     let p = Tiered;
     let s = stats();

@@ -564,6 +564,11 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
                 "block_cache_hits:{}\r\nblock_cache_misses:{}\r\n",
                 st.cache_hits, st.cache_misses
             );
+            let _ = write!(
+                b,
+                "trivial_moves:{}\r\nfloor_compactions:{}\r\nidle_compactions:{}\r\nreclaim_compactions:{}\r\n",
+                st.trivial_moves, st.floor_compactions, st.idle_compactions, st.reclaim_compactions
+            );
             for (i, (files, bytes)) in st.levels.iter().enumerate() {
                 let _ = write!(b, "level{i}:files={files},bytes={bytes}\r\n");
             }
@@ -617,6 +622,7 @@ fn config_params(cfg: &Config) -> Vec<(&'static str, String)> {
             "compaction_policy",
             cfg.compaction_policy.as_str().to_string(),
         ),
+        ("idle_compaction_ms", cfg.idle_compaction_ms.to_string()),
     ]
 }
 
