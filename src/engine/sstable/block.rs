@@ -1,7 +1,6 @@
 //! Data blocks: entries with prefix-compressed keys, and restart points (entries stored with
 //! their full key) so a seek binary-searches the restarts and then decodes only a few entries.
 
-use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -248,11 +247,6 @@ fn restart_key(entries: &[u8], pos: usize) -> Result<(&[u8], u64), Bad> {
     Ok((&entries[h.suffix], h.raw.seqno))
 }
 
-thread_local! {
-    /// Key buffer of point lookups (one per thread: a lookup allocates only its value).
-    static LOOKUP_KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Block {
     /// The first entry at or after (key, seqno) in table order, if it is a version of `key`:
     /// the newest version with seqno <= `seqno` when this block holds it.
@@ -269,27 +263,50 @@ impl Block {
             }
         }
         // `lo` restarts begin below the target; the answer is after the last of them.
+        // The scan never rebuilds a key: it keeps how many leading bytes the previous entry's
+        // key has in common with `key` (`matched`) while that entry sorted below the target.
+        // An entry sharing more than `matched` bytes with its predecessor has the same byte
+        // as it at position `matched`, which is below `key`'s, so it sorts below too;
+        // otherwise its first `shared` bytes are `key`'s, and its suffix alone is compared
+        // with the rest of `key`.
         let mut pos = self.restart(lo.saturating_sub(1))?;
-        LOOKUP_KEY.with(|buf| {
-            let mut k = buf.borrow_mut();
-            k.clear();
-            while pos < self.entries_end {
-                let (raw, next) = decode_entry(entries, pos, &mut k)?;
-                if cmp_internal(&k, raw.seqno, key, seqno) != Ordering::Less {
-                    let hit = k.as_slice() == key && raw.seqno <= seqno;
-                    return Ok(hit.then(|| Found {
-                        seqno: raw.seqno,
-                        kind: raw.kind,
-                        type_tag: raw.type_tag,
-                        expire_at: raw.expire_at,
-                        // Copied: see `BlockIter::materialize`.
-                        value: Bytes::copy_from_slice(&self.data[raw.value]),
-                    }));
-                }
-                pos = next;
+        let (mut matched, mut prev_len) = (0usize, 0usize);
+        while pos < self.entries_end {
+            let h = decode_head(entries, pos)?;
+            if h.shared > prev_len {
+                return Err(Bad {
+                    at: pos,
+                    reason: "shared key prefix longer than the previous key",
+                });
             }
-            Ok(None)
-        })
+            prev_len = h.shared + h.suffix.len();
+            if h.shared <= matched {
+                let suffix = &entries[h.suffix];
+                // `matched` never exceeds `key.len()`.
+                let rest = &key[h.shared..];
+                let same = suffix.iter().zip(rest).take_while(|(a, b)| a == b).count();
+                matched = h.shared + same;
+                match suffix.get(same).cmp(&rest.get(same)) {
+                    // A longer key, or a larger byte: past `key`, which is absent.
+                    Ordering::Greater => return Ok(None),
+                    Ordering::Equal if h.raw.seqno <= seqno => {
+                        let raw = h.raw;
+                        return Ok(Some(Found {
+                            seqno: raw.seqno,
+                            kind: raw.kind,
+                            type_tag: raw.type_tag,
+                            expire_at: raw.expire_at,
+                            // Copied: see `BlockIter::materialize`.
+                            value: Bytes::copy_from_slice(&self.data[raw.value]),
+                        }));
+                    }
+                    // A smaller key, or a version newer than the snapshot.
+                    _ => {}
+                }
+            }
+            pos = h.next;
+        }
+        Ok(None)
     }
 }
 
