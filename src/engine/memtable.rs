@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 
 use bytes::Bytes;
 
+use super::prefetch;
 use super::skiplist::{NodeRef, SkipList};
 use super::sstable::key_hash;
 use super::types::{Entry, Found, Kind, SeqNo};
@@ -640,18 +641,6 @@ impl Memtable {
             _mem: self.clone(),
         }
     }
-}
-
-/// Hints the CPU to start loading `p`'s cache line.
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Runs ahead of a walk over a list in key order and asks the CPU for the records (and

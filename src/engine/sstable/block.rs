@@ -270,6 +270,21 @@ impl Block {
         // otherwise its first `shared` bytes are `key`'s, and its suffix alone is compared
         // with the rest of `key`.
         let mut pos = self.restart(lo.saturating_sub(1))?;
+        // Each entry's position comes from decoding the one before, so the scan would wait
+        // for one cache miss after another; asking for the interval's lines (up to the next
+        // restart, whose entry may be the answer) first keeps them in flight together.
+        let end = if lo < self.num_restarts {
+            self.restart(lo)?.saturating_add(64)
+        } else {
+            self.entries_end
+        };
+        let end = end.min(self.entries_end);
+        let base = entries.as_ptr() as usize;
+        let mut line = (base + pos) & !63;
+        while line < base + end {
+            crate::engine::prefetch(line as *const u8);
+            line += 64;
+        }
         let (mut matched, mut prev_len) = (0usize, 0usize);
         while pos < self.entries_end {
             let h = decode_head(entries, pos)?;
