@@ -55,13 +55,18 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// Laid out so that a hit touches one cache line: the block's handle (56 bytes) and the
+/// flag the hit sets come first; the key, needed only to evict, follows.
+#[repr(C, align(64))]
 struct Slot {
-    key: Key,
     /// None: a free slot (its number is on the free list).
     block: Option<CachedBlock>,
     /// Set by every hit, cleared by the passing hand.
     referenced: bool,
+    key: Key,
 }
+
+const _: () = assert!(std::mem::offset_of!(Slot, referenced) < 64);
 
 struct Shard {
     map: HashMap<Key, usize, BuildHasherDefault<KeyHasher>>,
