@@ -11,7 +11,9 @@
 //! per hit). Eviction sweeps a hand over the shard's slots, clearing set bits and evicting the
 //! first block found without one, so a block read again since the last sweep stays.
 //! Lookups run the caller's code on the block under the shard lock ([`BlockCache::with`]), so
-//! a hit does not touch the block's reference count either.
+//! a hit does not touch the block's reference count either. A table keeps a [`SlotHint`] per
+//! block, so a repeated hit goes straight to the block's slot (one cache line: handle, key,
+//! reference bit) instead of probing the shard's map first.
 //!
 //! There is deliberately no value (row) cache: one would need seqno-checked invalidation on
 //! every write to never serve a value older than the last acknowledged write, and the memtable
@@ -19,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
@@ -55,18 +58,41 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Laid out so that a hit touches one cache line: the block's handle (56 bytes) and the
-/// flag the hit sets come first; the key, needed only to evict, follows.
+/// Where a block was last seen in its shard: slot number + 1, or 0 for "not known". A table
+/// keeps one per data block and passes it with every lookup; a hint whose slot holds that
+/// block skips the shard's map (a probe of its control bytes and of its bucket, two cache
+/// misses). Hints may go stale when a slot is reused: the slot's own key is checked first, so
+/// eviction need not reach back into tables to clear them.
+pub type SlotHint = AtomicU32;
+
+/// One cache line: the block's handle (48 bytes), the key that checks a hint, and the flag
+/// a hit sets.
 #[repr(C, align(64))]
 struct Slot {
     /// None: a free slot (its number is on the free list).
     block: Option<CachedBlock>,
+    table: u64,
+    block_no: u32,
     /// Set by every hit, cleared by the passing hand.
     referenced: bool,
-    key: Key,
 }
 
-const _: () = assert!(std::mem::offset_of!(Slot, referenced) < 64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+impl Slot {
+    fn key(&self) -> Key {
+        (self.table, self.block_no)
+    }
+
+    fn holds(&self, key: Key) -> bool {
+        self.block.is_some() && self.key() == key
+    }
+}
+
+fn hint_of(i: usize) -> u32 {
+    // A shard with more than 4G slots goes without hints.
+    u32::try_from(i + 1).unwrap_or(0)
+}
 
 struct Shard {
     map: HashMap<Key, usize, BuildHasherDefault<KeyHasher>>,
@@ -86,9 +112,20 @@ fn cost(b: &CachedBlock) -> usize {
 }
 
 impl Shard {
-    fn get(&mut self, key: Key) -> Option<&CachedBlock> {
-        match self.map.get(&key) {
-            Some(&i) => {
+    fn get(&mut self, key: Key, hint: Option<&SlotHint>) -> Option<&CachedBlock> {
+        let hinted = hint
+            .map(|h| h.load(Ordering::Relaxed) as usize)
+            .and_then(|h| h.checked_sub(1))
+            .filter(|&i| self.slots.get(i).is_some_and(|s| s.holds(key)));
+        let found = hinted.or_else(|| {
+            let i = *self.map.get(&key)?;
+            if let Some(h) = hint {
+                h.store(hint_of(i), Ordering::Relaxed);
+            }
+            Some(i)
+        });
+        match found {
+            Some(i) => {
                 self.hits += 1;
                 let slot = &mut self.slots[i];
                 slot.referenced = true;
@@ -116,11 +153,11 @@ impl Shard {
         }
         let old = slot.block.take().expect("checked above");
         self.bytes -= cost(&old);
-        self.map.remove(&slot.key);
+        self.map.remove(&slot.key());
         self.free.push(i);
     }
 
-    fn insert(&mut self, key: Key, b: CachedBlock) {
+    fn insert(&mut self, key: Key, b: CachedBlock, hint: Option<&SlotHint>) {
         let c = cost(&b);
         if c > self.capacity {
             return;
@@ -132,6 +169,9 @@ impl Shard {
                 .block
                 .replace(b)
                 .expect("mapped slots hold a block");
+            if let Some(h) = hint {
+                h.store(hint_of(i), Ordering::Relaxed);
+            }
             self.bytes = self.bytes - cost(&old) + c;
             while self.bytes > self.capacity && !self.map.is_empty() {
                 self.tick();
@@ -141,8 +181,9 @@ impl Shard {
                 self.tick();
             }
             let slot = Slot {
-                key,
                 block: Some(b),
+                table: key.0,
+                block_no: key.1,
                 // New blocks start unreferenced: one read is not yet a reason to stay.
                 referenced: false,
             };
@@ -157,6 +198,9 @@ impl Shard {
                 }
             };
             self.map.insert(key, i);
+            if let Some(h) = hint {
+                h.store(hint_of(i), Ordering::Relaxed);
+            }
             self.bytes += c;
         }
     }
@@ -207,20 +251,28 @@ impl BlockCache {
     }
 
     /// Runs `f` on the cached block, under its shard's lock (keep `f` short: a block search).
-    pub fn with<R>(&self, table: u64, block: u32, f: impl FnOnce(&CachedBlock) -> R) -> Option<R> {
+    /// Runs `f` on the cached block under its shard's lock. `hint` is the caller's
+    /// [`SlotHint`] for this block, if it keeps one (read and updated here).
+    pub fn with<R>(
+        &self,
+        table: u64,
+        block: u32,
+        hint: Option<&SlotHint>,
+        f: impl FnOnce(&CachedBlock) -> R,
+    ) -> Option<R> {
         let key = (table, block);
-        self.shard(key).lock().get(key).map(f)
+        self.shard(key).lock().get(key, hint).map(f)
     }
 
-    pub fn get(&self, table: u64, block: u32) -> Option<CachedBlock> {
-        self.with(table, block, CachedBlock::clone)
+    pub fn get(&self, table: u64, block: u32, hint: Option<&SlotHint>) -> Option<CachedBlock> {
+        self.with(table, block, hint, CachedBlock::clone)
     }
 
     /// Inserts, evicting blocks of the shard that were not read since the hand last passed
     /// them until it fits. A block larger than a whole shard is not cached.
-    pub fn insert(&self, table: u64, block: u32, b: CachedBlock) {
+    pub fn insert(&self, table: u64, block: u32, hint: Option<&SlotHint>, b: CachedBlock) {
         let key = (table, block);
-        self.shard(key).lock().insert(key, b);
+        self.shard(key).lock().insert(key, b, hint);
     }
 
     pub fn bytes(&self) -> u64 {
@@ -273,21 +325,21 @@ mod tests {
     fn a_block_read_since_the_hand_passed_survives_eviction() {
         let mut s = shard(4, 100);
         for t in 0..4 {
-            s.insert((t, 0), CachedBlock::for_test(100));
+            s.insert((t, 0), CachedBlock::for_test(100), None);
         }
-        assert!(s.get((0, 0)).is_some());
-        assert!(s.get((2, 0)).is_some());
+        assert!(s.get((0, 0), None).is_some());
+        assert!(s.get((2, 0), None).is_some());
         // Two new blocks push out the two that nobody read: 1 and 3.
-        s.insert((4, 0), CachedBlock::for_test(100));
-        s.insert((5, 0), CachedBlock::for_test(100));
+        s.insert((4, 0), CachedBlock::for_test(100), None);
+        s.insert((5, 0), CachedBlock::for_test(100), None);
         assert_eq!(present(&mut s, 0..6), vec![0, 2, 4, 5]);
         // The hand cleared 0's and 2's bits on its way: unread since, they go next.
-        s.get((4, 0));
-        s.insert((6, 0), CachedBlock::for_test(100));
-        s.insert((7, 0), CachedBlock::for_test(100));
+        s.get((4, 0), None);
+        s.insert((6, 0), CachedBlock::for_test(100), None);
+        s.insert((7, 0), CachedBlock::for_test(100), None);
         assert_eq!(present(&mut s, 0..8), vec![4, 5, 6, 7]);
         assert_eq!((s.hits, s.misses), (3, 0));
-        assert!(s.get((1, 0)).is_none());
+        assert!(s.get((1, 0), None).is_none());
         assert_eq!(s.misses, 1);
     }
 
@@ -298,7 +350,7 @@ mod tests {
         for t in 0..1000u64 {
             // Mixed sizes; some bigger than a slot's share, none bigger than the shard.
             let len = [10, 300, 1000, 50][t as usize % 4];
-            s.insert((t % 37, 0), CachedBlock::for_test(len));
+            s.insert((t % 37, 0), CachedBlock::for_test(len), None);
             assert!(s.bytes <= cap, "{} > {cap}", s.bytes);
             let held: usize = s
                 .slots
@@ -312,12 +364,12 @@ mod tests {
                 s.slots.iter().filter(|x| x.block.is_some()).count()
             );
             for (&k, &i) in &s.map {
-                assert_eq!(s.slots[i].key, k);
+                assert_eq!(s.slots[i].key(), k);
             }
         }
         // A block larger than the shard is not cached (and evicts nothing).
         let before = s.map.len();
-        s.insert((99, 0), CachedBlock::for_test(cap));
+        s.insert((99, 0), CachedBlock::for_test(cap), None);
         assert!(!s.map.contains_key(&(99, 0)));
         assert_eq!(s.map.len(), before);
     }
@@ -325,15 +377,64 @@ mod tests {
     #[test]
     fn the_cache_counts_hits_and_misses_and_lends_blocks() {
         let c = BlockCache::new(1 << 20);
-        assert!(c.with(1, 2, |_| ()).is_none());
-        c.insert(1, 2, CachedBlock::for_test(64));
+        assert!(c.with(1, 2, None, |_| ()).is_none());
+        c.insert(1, 2, None, CachedBlock::for_test(64));
         assert_eq!(
-            c.with(1, 2, CachedBlock::byte_size),
+            c.with(1, 2, None, CachedBlock::byte_size),
             Some(CachedBlock::for_test(64).byte_size())
         );
-        assert!(c.get(1, 2).is_some());
-        assert!(c.get(2, 1).is_none());
+        assert!(c.get(1, 2, None).is_some());
+        assert!(c.get(2, 1, None).is_none());
         assert_eq!((c.hits(), c.misses(), c.len()), (2, 2, 1));
         assert!(c.bytes() > 64 && c.bytes() <= c.capacity());
+    }
+
+    #[test]
+    fn hints_find_blocks_and_stale_hints_fall_back_to_the_map() {
+        let mut s = shard(2, 100);
+        let (h0, h1) = (SlotHint::new(0), SlotHint::new(0));
+        s.insert((10, 0), CachedBlock::for_test(100), Some(&h0));
+        s.insert((11, 0), CachedBlock::for_test(100), Some(&h1));
+        assert_ne!(h0.load(Ordering::Relaxed), 0);
+        assert_ne!(h0.load(Ordering::Relaxed), h1.load(Ordering::Relaxed));
+        // Fast path: the hinted slot holds the block.
+        assert!(s.get((10, 0), Some(&h0)).is_some());
+        // A hint pointing at another block's slot is not believed.
+        assert!(s.get((10, 0), Some(&h1)).is_some());
+        assert_eq!(
+            h1.load(Ordering::Relaxed),
+            h0.load(Ordering::Relaxed),
+            "refreshed from the map"
+        );
+        // Two new blocks evict both (the hand clears the bits first); 11's slot is reused.
+        let stale = SlotHint::new(0);
+        assert!(s.get((11, 0), Some(&stale)).is_some());
+        let old = stale.load(Ordering::Relaxed);
+        s.insert((12, 0), CachedBlock::for_test(100), None);
+        s.insert((13, 0), CachedBlock::for_test(100), None);
+        assert!(s.slots[old as usize - 1].block.is_some());
+        assert!(
+            s.get((11, 0), Some(&stale)).is_none(),
+            "slot {old} was reused"
+        );
+        // A hint to a slot left free finds nothing either: one large block evicts two small
+        // ones and takes one of their slots.
+        let mut t = shard(2, 100);
+        let (g1, g2) = (SlotHint::new(0), SlotHint::new(0));
+        t.insert((1, 0), CachedBlock::for_test(100), Some(&g1));
+        t.insert((2, 0), CachedBlock::for_test(100), Some(&g2));
+        t.insert((3, 0), CachedBlock::for_test(150), None);
+        let free: Vec<&SlotHint> = [&g1, &g2]
+            .into_iter()
+            .filter(|g| {
+                t.slots[g.load(Ordering::Relaxed) as usize - 1]
+                    .block
+                    .is_none()
+            })
+            .collect();
+        assert_eq!(free.len(), 1);
+        assert!(t.get((1, 0), Some(&g1)).is_none());
+        assert!(t.get((2, 0), Some(&g2)).is_none());
+        assert!(t.get((3, 0), None).is_some());
     }
 }

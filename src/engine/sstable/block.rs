@@ -88,12 +88,12 @@ impl BlockBuilder {
 pub struct Block {
     data: Bytes,
     /// Entries occupy `data[..entries_end]`; the restart array follows.
-    entries_end: usize,
-    num_restarts: usize,
+    entries_end: u32,
+    num_restarts: u32,
     /// Restart offsets 1..=[`HEAD_RESTARTS`] (the first is always 0; a 4 KiB block of
     /// ~130-byte entries has two or three), kept beside the block's handle: a point read finds
     /// them in the cache slot it already loaded instead of waiting for the line at the
-    /// block's end. The handle stays 56 bytes, so it fits one cache line with its slot's flag.
+    /// block's end. The handle stays 48 bytes, so it fits one cache line with its slot's key and flag.
     heads: [u32; HEAD_RESTARTS],
 }
 
@@ -161,20 +161,35 @@ impl Block {
             }
             prev = Some(r);
         }
+        // Blocks are written at most a few MiB long; a damaged handle may claim more.
+        let small = |v: usize| {
+            u32::try_from(v).map_err(|_| Bad {
+                at: 0,
+                reason: "block larger than 4 GiB",
+            })
+        };
         Ok(Block {
+            entries_end: small(entries_end)?,
+            num_restarts: small(n)?,
             data,
-            entries_end,
-            num_restarts: n,
             heads,
         })
+    }
+
+    fn entries_end(&self) -> usize {
+        self.entries_end as usize
+    }
+
+    fn num_restarts(&self) -> usize {
+        self.num_restarts as usize
     }
 
     fn restart(&self, i: usize) -> Result<usize, Bad> {
         match i {
             // Validated by `parse`.
             0 => Ok(0),
-            _ if i <= HEAD_RESTARTS && i < self.num_restarts => Ok(self.heads[i - 1] as usize),
-            _ => Ok(Decoder::at(&self.data, self.entries_end + 4 * i).u32()? as usize),
+            _ if i <= HEAD_RESTARTS && i < self.num_restarts() => Ok(self.heads[i - 1] as usize),
+            _ => Ok(Decoder::at(&self.data, self.entries_end() + 4 * i).u32()? as usize),
         }
     }
 
@@ -270,14 +285,14 @@ impl Block {
     /// The first entry at or after (key, seqno) in table order, if it is a version of `key`:
     /// the newest version with seqno <= `seqno` when this block holds it.
     pub fn get(&self, key: &[u8], seqno: u64) -> Result<Option<Found>, Bad> {
-        let entries = &self.data[..self.entries_end];
+        let entries = &self.data[..self.entries_end()];
         // The search below reads these restart entries one after another: ask for them all
         // at once.
         crate::engine::prefetch(entries.as_ptr());
-        for &r in &self.heads[..(self.num_restarts - 1).min(HEAD_RESTARTS)] {
+        for &r in &self.heads[..(self.num_restarts() - 1).min(HEAD_RESTARTS)] {
             crate::engine::prefetch(entries.as_ptr().wrapping_add(r as usize));
         }
-        let (mut lo, mut hi) = (0, self.num_restarts);
+        let (mut lo, mut hi) = (0, self.num_restarts());
         while lo < hi {
             let mid = (lo + hi) / 2;
             let (k, s) = restart_key(entries, self.restart(mid)?)?;
@@ -298,12 +313,12 @@ impl Block {
         // Each entry's position comes from decoding the one before, so the scan would wait
         // for one cache miss after another; asking for the interval's lines (up to the next
         // restart, whose entry may be the answer) first keeps them in flight together.
-        let end = if lo < self.num_restarts {
+        let end = if lo < self.num_restarts() {
             self.restart(lo)?.saturating_add(64)
         } else {
-            self.entries_end
+            self.entries_end()
         };
-        let end = end.min(self.entries_end);
+        let end = end.min(self.entries_end());
         let base = entries.as_ptr() as usize;
         let mut line = (base + pos) & !63;
         while line < base + end {
@@ -311,7 +326,7 @@ impl Block {
             line += 64;
         }
         let (mut matched, mut prev_len) = (0usize, 0usize);
-        while pos < self.entries_end {
+        while pos < self.entries_end() {
             let h = decode_head(entries, pos)?;
             if h.shared > prev_len {
                 return Err(Bad {
@@ -361,10 +376,10 @@ pub struct BlockIter {
 
 impl BlockIter {
     fn step(&mut self) -> Result<Option<Raw>, Bad> {
-        if self.pos >= self.block.entries_end {
+        if self.pos >= self.block.entries_end() {
             return Ok(None);
         }
-        let entries = &self.block.data[..self.block.entries_end];
+        let entries = &self.block.data[..self.block.entries_end()];
         let (raw, next) = decode_entry(entries, self.pos, &mut self.key)?;
         self.pos = next;
         Ok(Some(raw))
@@ -386,9 +401,9 @@ impl BlockIter {
 
     /// Positions at the first entry >= (key, seqno) in table order (key asc, seqno desc).
     pub fn seek(&mut self, key: &[u8], seqno: u64) -> Result<(), Bad> {
-        let entries = &self.block.data[..self.block.entries_end];
+        let entries = &self.block.data[..self.block.entries_end()];
         let mut scratch = Vec::new();
-        let (mut lo, mut hi) = (0, self.block.num_restarts);
+        let (mut lo, mut hi) = (0, self.block.num_restarts());
         while lo < hi {
             let mid = (lo + hi) / 2;
             scratch.clear();

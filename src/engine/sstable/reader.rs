@@ -16,7 +16,7 @@ use super::format::{
     FOOTER_LEN,
 };
 use super::CachedBlock;
-use crate::engine::cache::BlockCache;
+use crate::engine::cache::{BlockCache, SlotHint};
 use crate::engine::counter::Counter;
 use crate::engine::error::{Error, Result};
 use crate::engine::storage::Storage;
@@ -56,6 +56,8 @@ pub struct Table {
     bloom_checks: Counter,
     bloom_negatives: Counter,
     cache: Option<Arc<BlockCache>>,
+    /// Per data block, where the cache last held it (see [`SlotHint`]).
+    cache_hints: Box<[SlotHint]>,
 }
 
 impl std::fmt::Debug for Table {
@@ -261,6 +263,7 @@ impl Table {
             data,
             props,
             heads: IndexHeads::new(&index),
+            cache_hints: index.iter().map(|_| SlotHint::new(0)).collect(),
             index,
             filter,
             blocks_read: Counter::default(),
@@ -300,7 +303,7 @@ impl Table {
     /// place instead: [`Table::get_hashed`].)
     fn read_data_block(&self, i: usize, fill_cache: bool) -> Result<BlockIter> {
         if let Some(c) = &self.cache {
-            if let Some(CachedBlock(b)) = c.get(self.id, i as u32) {
+            if let Some(CachedBlock(b)) = c.get(self.id, i as u32, self.cache_hints.get(i)) {
                 return Ok(b.iter());
             }
         }
@@ -321,7 +324,12 @@ impl Table {
         let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
         if let Some(c) = self.cache.as_ref().filter(|_| fill_cache) {
             // Block numbers fit in u32: a table with 2^32 blocks would be terabytes.
-            c.insert(self.id, i as u32, CachedBlock(block.detached()));
+            c.insert(
+                self.id,
+                i as u32,
+                self.cache_hints.get(i),
+                CachedBlock(block.detached()),
+            );
         }
         Ok(block)
     }
@@ -369,10 +377,14 @@ impl Table {
             return Ok(None);
         }
         // A cached block is searched in place, under its cache shard's lock.
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.with(self.id, i as u32, |CachedBlock(b)| b.get(key, snapshot)));
+        let cached = self.cache.as_ref().and_then(|c| {
+            c.with(
+                self.id,
+                i as u32,
+                self.cache_hints.get(i),
+                |CachedBlock(b)| b.get(key, snapshot),
+            )
+        });
         let found = match cached {
             Some(r) => r,
             None => self.load_block(i, true)?.get(key, snapshot),
