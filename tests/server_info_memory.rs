@@ -62,7 +62,12 @@ fn info_memory_reports_the_allocator_rss_and_engine_buffers() {
 fn info_lsm_counts_block_cache_hits_and_misses() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("small.toml");
-    std::fs::write(&cfg, "memtable_bytes = 65536\nmax_immutables = 2\n").unwrap();
+    // No idle merge: the table read twice below must stay the same table.
+    std::fs::write(
+        &cfg,
+        "memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = 0\n",
+    )
+    .unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
@@ -94,4 +99,48 @@ fn info_lsm_counts_block_cache_hits_and_misses() {
     let info = lsm(&mut c);
     assert!(num(&info, "block_cache_misses") > m0, "{info}");
     assert!(num(&info, "block_cache_hits") > h0, "{info}");
+}
+
+#[test]
+fn writes_going_quiet_merge_l0_into_l1_and_info_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("idle.toml");
+    std::fs::write(
+        &cfg,
+        "memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = 1\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    let mut c = s.conn();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("idle_compaction_ms")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, vec!["idle_compaction_ms".to_string(), "1".to_string()]);
+    // A few memtables' worth: below l0_compaction_trigger (4) tables, so only going quiet
+    // compacts them.
+    for i in 0..150 {
+        let _: () = c.set(format!("k{i:04}"), vec![b'v'; 1000]).unwrap();
+    }
+    let lsm =
+        |c: &mut redis::Connection| -> String { redis::cmd("INFO").arg("lsm").query(c).unwrap() };
+    // Poll the state (no clock in the test): the merge runs once the last write is 1 ms old.
+    let mut info = lsm(&mut c);
+    for _ in 0..4000 {
+        if num(&info, "idle_compactions") > 0 && info.contains("level0:files=0,") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        info = lsm(&mut c);
+    }
+    assert!(num(&info, "flushes") > 0, "{info}");
+    assert!(num(&info, "idle_compactions") > 0, "{info}");
+    assert!(info.contains("level0:files=0,"), "{info}");
+    for i in [0, 77, 149] {
+        let v: Vec<u8> = c.get(format!("k{i:04}")).unwrap();
+        assert_eq!(v.len(), 1000);
+    }
 }
