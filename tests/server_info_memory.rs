@@ -58,19 +58,26 @@ fn info_memory_reports_the_allocator_rss_and_engine_buffers() {
     assert!(all.contains("\r\nallocator_allocated:"), "{all}");
 }
 
-#[test]
-fn info_lsm_counts_block_cache_hits_and_misses() {
+/// A server with 64 KiB memtables (so a few hundred SETs make tables) and the given
+/// `idle_compaction_ms`, in a fresh directory that lives as long as the returned guard.
+fn small_memtable_server(idle_compaction_ms: u64) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("small.toml");
-    // No idle merge: the table read twice below must stay the same table.
     std::fs::write(
         &cfg,
-        "memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = 0\n",
+        format!("memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = {idle_compaction_ms}\n"),
     )
     .unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    (dir, s)
+}
+
+#[test]
+fn info_lsm_counts_block_cache_hits_and_misses() {
+    // No idle merge: the table read twice below must stay the same table.
+    let (_dir, s) = small_memtable_server(0);
     let mut c = s.conn();
     for i in 0..600 {
         let _: () = c.set(format!("k{i:04}"), vec![b'v'; 1000]).unwrap();
@@ -103,16 +110,7 @@ fn info_lsm_counts_block_cache_hits_and_misses() {
 
 #[test]
 fn writes_going_quiet_merge_l0_into_l1_and_info_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("idle.toml");
-    std::fs::write(
-        &cfg,
-        "memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = 1\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    let (_dir, s) = small_memtable_server(1);
     let mut c = s.conn();
     let got: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
