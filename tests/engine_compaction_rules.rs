@@ -179,6 +179,12 @@ fn writes_quiet_for_idle_compaction_ms_merge_l0_into_l1() {
     e.wait_for_compactions().unwrap();
     assert_eq!(l0(&e), 2, "{:?}", e.stats());
     assert_eq!(e.stats().idle_compactions, 0);
+    // Reads cache the newer L0 table's blocks (each key's newest version is there).
+    for i in 0..100 {
+        assert_eq!(get_str(&e, &format!("k{i:05}")), Some(format!("b-{i}")));
+    }
+    let cached_l0 = e.stats().cache_bytes;
+    assert!(cached_l0 > 0);
     // 5 s since the last write: the agent merges L0 into L1.
     clock.advance(1_000);
     e.wait_for_compactions().unwrap();
@@ -186,9 +192,19 @@ fn writes_quiet_for_idle_compaction_ms_merge_l0_into_l1() {
     assert_eq!(st.level_stats[0].files, 0, "{st:?}");
     assert!(st.level_stats[1].files >= 1, "{st:?}");
     assert_eq!(st.idle_compactions, 1, "{st:?}");
+    // The merged table is in the cache already, in the room the inputs' blocks left: the
+    // L0 blocks were dropped (the output holds the same 100 newest versions, so about as
+    // many bytes: both would be about twice that), and reading every key misses nothing.
+    assert!(st.warmed_blocks > 0, "{st:?}");
+    assert!(
+        st.cache_bytes < cached_l0 * 3 / 2,
+        "{} cached after the merge, {cached_l0} before",
+        st.cache_bytes
+    );
     for i in 0..100 {
         assert_eq!(get_str(&e, &format!("k{i:05}")), Some(format!("b-{i}")));
     }
+    assert_eq!(e.stats().cache_misses, st.cache_misses, "{:?}", e.stats());
     assert_eq!(get_str(&e, "x00000"), Some("c-0".to_string()));
     // With L0 empty there is nothing more to do, however long it stays quiet.
     clock.advance(60_000);

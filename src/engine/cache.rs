@@ -138,6 +138,26 @@ impl Shard {
         }
     }
 
+    /// The slot holding `key`, found through its hint or the map, without counting a lookup.
+    fn find(&self, key: Key, hint: Option<&SlotHint>) -> Option<usize> {
+        hint.map(|h| h.load(Ordering::Relaxed) as usize)
+            .and_then(|h| h.checked_sub(1))
+            .filter(|&i| self.slots.get(i).is_some_and(|s| s.holds(key)))
+            .or_else(|| self.map.get(&key).copied())
+    }
+
+    /// Drops `key`'s block if it is cached.
+    fn remove(&mut self, key: Key, hint: Option<&SlotHint>) {
+        let Some(i) = self.find(key, hint) else {
+            return;
+        };
+        if let Some(old) = self.slots[i].block.take() {
+            self.bytes -= cost(&old);
+            self.map.remove(&key);
+            self.free.push(i);
+        }
+    }
+
     /// Evicts the slot the hand is on if its bit is clear (clearing it otherwise) and moves
     /// the hand on. Only called with at least one block cached.
     fn tick(&mut self) {
@@ -275,6 +295,48 @@ impl BlockCache {
         self.shard(key).lock().insert(key, b, hint);
     }
 
+    /// Drops a block of a table that no version uses any more, so its space goes to live
+    /// blocks at once instead of when the clock hand comes round (the hint finds it without
+    /// the map when it is still where it was last read).
+    pub fn remove(&self, table: u64, block: u32, hint: Option<&SlotHint>) {
+        let key = (table, block);
+        self.shard(key).lock().remove(key, hint);
+    }
+
+    /// Caches a block only into free space: nothing is evicted for it. `size` is the block's
+    /// size on disk; `load` reads it, and runs only when the block is not cached yet and its
+    /// shard has room. Returns false when the shard had no room.
+    pub fn fill_free<E>(
+        &self,
+        table: u64,
+        block: u32,
+        hint: Option<&SlotHint>,
+        size: usize,
+        load: impl FnOnce() -> Result<CachedBlock, E>,
+    ) -> Result<bool, E> {
+        let key = (table, block);
+        let shard = self.shard(key);
+        {
+            let sh = shard.lock();
+            if sh.find(key, hint).is_some() {
+                return Ok(true);
+            }
+            if sh.bytes + size + ENTRY_OVERHEAD > sh.capacity {
+                return Ok(false);
+            }
+        }
+        let b = load()?;
+        let mut sh = shard.lock();
+        if sh.find(key, hint).is_some() {
+            return Ok(true);
+        }
+        if sh.bytes + cost(&b) > sh.capacity {
+            return Ok(false);
+        }
+        sh.insert(key, b, hint);
+        Ok(true)
+    }
+
     pub fn bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.lock().bytes as u64).sum()
     }
@@ -341,6 +403,63 @@ mod tests {
         assert_eq!((s.hits, s.misses), (3, 0));
         assert!(s.get((1, 0), None).is_none());
         assert_eq!(s.misses, 1);
+    }
+
+    #[test]
+    fn removed_blocks_free_their_space_and_fill_free_never_evicts() {
+        let one = CachedBlock::for_test(100).byte_size() + ENTRY_OVERHEAD;
+        // One shard's worth of room for three blocks (every key below maps to some shard;
+        // the whole cache holds SHARDS shards of that size).
+        let c = BlockCache::new(3 * one * SHARDS);
+        let hints: Vec<SlotHint> = (0..64).map(|_| SlotHint::new(0)).collect();
+        for b in 0..64u32 {
+            c.insert(7, b, Some(&hints[b as usize]), CachedBlock::for_test(100));
+        }
+        let before = c.len();
+        assert!(before > 0);
+        // Removing through the hints (and through the map, without one) drops every block.
+        for b in 0..32u32 {
+            c.remove(7, b, Some(&hints[b as usize]));
+        }
+        for b in 32..64u32 {
+            c.remove(7, b, None);
+        }
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+        // Removing what is not there is a no-op.
+        c.remove(7, 0, Some(&hints[0]));
+
+        // fill_free: loads and caches into free space, skips cached blocks without loading,
+        // and reports a full shard without loading or evicting.
+        let loads = std::cell::Cell::new(0);
+        let load = || {
+            loads.set(loads.get() + 1);
+            Ok::<_, ()>(CachedBlock::for_test(100))
+        };
+        assert_eq!(c.fill_free(9, 0, None, 100, load), Ok(true));
+        assert_eq!(c.fill_free(9, 0, None, 100, load), Ok(true));
+        assert_eq!(loads.get(), 1);
+        let key = (9u64, 0u32);
+        let full = c.shard(key);
+        {
+            let mut sh = full.lock();
+            while sh.bytes + one <= sh.capacity {
+                let n = sh.map.len() as u32;
+                sh.insert((10, n), CachedBlock::for_test(100), None);
+            }
+        }
+        let held = full.lock().map.len();
+        // Another key of the same (full) shard.
+        let other = (0..10_000u32)
+            .map(|b| (11u64, b))
+            .find(|&k| std::ptr::eq(c.shard(k), full))
+            .unwrap();
+        assert_eq!(c.fill_free(other.0, other.1, None, 100, load), Ok(false));
+        assert_eq!(loads.get(), 1);
+        assert_eq!(full.lock().map.len(), held);
+        // A failed load is the caller's error, and nothing is cached.
+        let e = c.fill_free(12, 0, None, 100, || Err::<CachedBlock, _>("bad block"));
+        assert_eq!(e, Err("bad block"));
+        assert!(c.get(12, 0, None).is_none());
     }
 
     #[test]

@@ -575,6 +575,7 @@ impl Engine {
             trivial_moves: c.trivial_moves.load(Relaxed),
             floor_compactions: c.floor_compactions.load(Relaxed),
             idle_compactions: c.idle_compactions.load(Relaxed),
+            warmed_blocks: c.warmed_blocks.load(Relaxed),
             reclaim_compactions: c.reclaim_compactions.load(Relaxed),
             compaction_failures: c.compaction_failures.load(Relaxed),
             pending_compaction_bytes: policy.pending_bytes(&view, &ps),

@@ -137,6 +137,8 @@ pub struct EngineStats {
     pub reclaim_compactions: u64,
     /// Idle tasks run after writes went quiet (see `EngineConfig::idle_compaction_ms`).
     pub idle_compactions: u64,
+    /// Blocks of idle tasks' output tables read into free block-cache space afterwards.
+    pub warmed_blocks: u64,
     pub compaction_failures: u64,
     /// Bytes the policy still wants to rewrite (drives backpressure).
     pub pending_compaction_bytes: u64,

@@ -23,6 +23,7 @@ use crate::engine::compaction::{
 use crate::engine::error::{Error, IoContext, Result};
 use crate::engine::iter::{MergeIter, NewestIter, Source};
 use crate::engine::manifest::Edit;
+use crate::engine::sstable::Table;
 use crate::engine::types::{Entry, Kind, SeqNo};
 use crate::engine::version::{TableHandle, Version, NUM_LEVELS};
 
@@ -71,6 +72,8 @@ fn idle_pick(
 struct Done {
     read: u64,
     written: u64,
+    /// The tables written (none for a trivial move).
+    outputs: Vec<Arc<Table>>,
     /// Largest key per input level, for the round-robin cursors.
     ends: Vec<(usize, Bytes)>,
 }
@@ -130,6 +133,25 @@ pub(crate) fn run(bb: Arc<Blackboard>) {
                     Origin::Idle => c.idle_compactions.fetch_add(1, Relaxed),
                     Origin::Policy => 0,
                 };
+                if origin == Origin::Idle {
+                    // Writes went quiet, so reads are what comes next: the merged tables'
+                    // blocks go into the space the inputs' blocks left, instead of being
+                    // read from the file one miss at a time on the clients' threads. Stops
+                    // as soon as writes resume.
+                    let quiet = bb.quiet_ms();
+                    let stop = || bb.is_shutdown() || bb.quiet_ms() < quiet;
+                    for t in &done.outputs {
+                        match t.warm_cache(&stop) {
+                            Ok(n) => {
+                                c.warmed_blocks.fetch_add(n as u64, Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "warming the block cache failed");
+                                break;
+                            }
+                        }
+                    }
+                }
                 for (level, key) in done.ends {
                     if let Some(c) = cursors.get_mut(level) {
                         *c = Some(key);
@@ -254,6 +276,7 @@ fn run_task(bb: &Blackboard, v: &Version, view: &LevelsView, task: &Task) -> Res
         return Ok(Done {
             read: 0,
             written: 0,
+            outputs: Vec::new(),
             ends,
         });
     }
@@ -339,10 +362,14 @@ fn run_task(bb: &Blackboard, v: &Version, view: &LevelsView, task: &Task) -> Res
     }
     for (_, t) in &inputs {
         t.mark_obsolete();
+        // Their cached blocks make room now, not when the clock hand finds them unread (a
+        // reader still on the old version reads them from the file meanwhile).
+        t.table.forget_cached();
     }
     Ok(Done {
         read,
         written,
+        outputs: outputs.iter().map(|h| h.table.clone()).collect(),
         ends,
     })
 }

@@ -334,6 +334,43 @@ impl Table {
         Ok(block)
     }
 
+    /// Drops this table's blocks from the block cache (the table has left the LSM tree).
+    /// Only blocks this table ever cached have a hint, so the others cost nothing.
+    pub fn forget_cached(&self) {
+        let Some(c) = &self.cache else { return };
+        for (i, h) in self.cache_hints.iter().enumerate() {
+            if h.load(Relaxed) != 0 {
+                c.remove(self.id, i as u32, Some(h));
+            }
+        }
+    }
+
+    /// Reads this table's data blocks into the block cache's free space, in key order, without
+    /// evicting anything; stops when `stop` says so. Returns how many blocks were added or
+    /// already cached.
+    pub fn warm_cache(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
+        let Some(c) = &self.cache else { return Ok(0) };
+        let mut n = 0;
+        for (i, ie) in self.index.iter().enumerate() {
+            if stop() {
+                break;
+            }
+            let cached = c.fill_free(
+                self.id,
+                i as u32,
+                self.cache_hints.get(i),
+                ie.handle.size as usize,
+                || {
+                    let raw = read_block(&self.data, &self.path, ie.handle, "data block")?;
+                    let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
+                    Ok::<_, Error>(CachedBlock(block.detached()))
+                },
+            )?;
+            n += usize::from(cached);
+        }
+        Ok(n)
+    }
+
     fn block_error(&self, i: usize, bad: super::format::Bad) -> Error {
         let base = self.index.get(i).map_or(0, |ie| ie.handle.offset);
         bad.at_file(&self.path, base, "data block")

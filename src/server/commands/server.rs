@@ -561,8 +561,8 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
             );
             let _ = write!(
                 b,
-                "block_cache_hits:{}\r\nblock_cache_misses:{}\r\n",
-                st.cache_hits, st.cache_misses
+                "block_cache_hits:{}\r\nblock_cache_misses:{}\r\nblock_cache_warmed_blocks:{}\r\n",
+                st.cache_hits, st.cache_misses, st.warmed_blocks
             );
             let _ = write!(
                 b,
