@@ -360,11 +360,7 @@ impl Table {
                 i as u32,
                 self.cache_hints.get(i),
                 ie.handle.size as usize,
-                || {
-                    let raw = read_block(&self.data, &self.path, ie.handle, "data block")?;
-                    let block = Block::parse(raw).map_err(|b| self.block_error(i, b))?;
-                    Ok::<_, Error>(CachedBlock(block.detached()))
-                },
+                || self.load_block(i, false).map(|b| CachedBlock(b.detached())),
             )?;
             n += usize::from(cached);
         }
