@@ -40,7 +40,7 @@ pub struct Counters {
     pub trivial_moves: AtomicU64,
     pub floor_compactions: AtomicU64,
     pub idle_compactions: AtomicU64,
-    /// Blocks of idle-merge outputs read into the block cache's free space.
+    /// Blocks of idle-merge outputs read into the block cache's free space (or found there).
     pub warmed_blocks: AtomicU64,
     pub reclaim_compactions: AtomicU64,
     pub slowdowns: AtomicU64,

@@ -112,12 +112,15 @@ fn cost(b: &CachedBlock) -> usize {
 }
 
 impl Shard {
-    fn get(&mut self, key: Key, hint: Option<&SlotHint>) -> Option<&CachedBlock> {
-        let hinted = hint
-            .map(|h| h.load(Ordering::Relaxed) as usize)
+    /// The slot `hint` names, if that slot holds `key`.
+    fn hinted(&self, key: Key, hint: Option<&SlotHint>) -> Option<usize> {
+        hint.map(|h| h.load(Ordering::Relaxed) as usize)
             .and_then(|h| h.checked_sub(1))
-            .filter(|&i| self.slots.get(i).is_some_and(|s| s.holds(key)));
-        let found = hinted.or_else(|| {
+            .filter(|&i| self.slots.get(i).is_some_and(|s| s.holds(key)))
+    }
+
+    fn get(&mut self, key: Key, hint: Option<&SlotHint>) -> Option<&CachedBlock> {
+        let found = self.hinted(key, hint).or_else(|| {
             let i = *self.map.get(&key)?;
             if let Some(h) = hint {
                 h.store(hint_of(i), Ordering::Relaxed);
@@ -140,9 +143,7 @@ impl Shard {
 
     /// The slot holding `key`, found through its hint or the map, without counting a lookup.
     fn find(&self, key: Key, hint: Option<&SlotHint>) -> Option<usize> {
-        hint.map(|h| h.load(Ordering::Relaxed) as usize)
-            .and_then(|h| h.checked_sub(1))
-            .filter(|&i| self.slots.get(i).is_some_and(|s| s.holds(key)))
+        self.hinted(key, hint)
             .or_else(|| self.map.get(&key).copied())
     }
 

@@ -134,23 +134,7 @@ pub(crate) fn run(bb: Arc<Blackboard>) {
                     Origin::Policy => 0,
                 };
                 if origin == Origin::Idle {
-                    // Writes went quiet, so reads are what comes next: the merged tables'
-                    // blocks go into the space the inputs' blocks left, instead of being
-                    // read from the file one miss at a time on the clients' threads. Stops
-                    // as soon as writes resume.
-                    let quiet = bb.quiet_ms();
-                    let stop = || bb.is_shutdown() || bb.quiet_ms() < quiet;
-                    for t in &done.outputs {
-                        match t.warm_cache(&stop) {
-                            Ok(n) => {
-                                c.warmed_blocks.fetch_add(n as u64, Relaxed);
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "warming the block cache failed");
-                                break;
-                            }
-                        }
-                    }
+                    warm_cache(&bb, &done.outputs);
                 }
                 for (level, key) in done.ends {
                     if let Some(c) = cursors.get_mut(level) {
@@ -260,6 +244,25 @@ fn install(
         }
         nv
     })
+}
+
+/// After an idle task: writes went quiet, so reads are what comes next. The merged tables'
+/// blocks go into the space the inputs' blocks left, instead of being read from the file one
+/// miss at a time on the clients' threads. Stops as soon as writes resume.
+fn warm_cache(bb: &Blackboard, tables: &[Arc<Table>]) {
+    let quiet = bb.quiet_ms();
+    let stop = || bb.is_shutdown() || bb.quiet_ms() < quiet;
+    for t in tables {
+        match t.warm_cache(&stop) {
+            Ok(n) => {
+                bb.counters.warmed_blocks.fetch_add(n as u64, Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "warming the block cache failed");
+                return;
+            }
+        }
+    }
 }
 
 fn run_task(bb: &Blackboard, v: &Version, view: &LevelsView, task: &Task) -> Result<Done> {
