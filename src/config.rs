@@ -54,6 +54,9 @@ pub struct Config {
     pub compaction_policy: CompactionPolicy,
     /// Event-loop threads serving client connections (0: on the shared multi-thread runtime).
     pub io_threads: u32,
+    /// Event loops in use: 0 = as many as measurably help (one while it keeps up), else
+    /// exactly this many of the `io_threads`.
+    pub io_loops: u32,
     /// Niceness of the flush and compaction threads (0..=19; 0 = same as the server).
     pub background_nice: u32,
     /// Milliseconds without writes after which L0 is merged into L1 (0: never on idle).
@@ -83,6 +86,7 @@ impl Default for Config {
             table_target_bytes: 64 * 1024 * 1024,
             compaction_policy: CompactionPolicy::Leveled,
             io_threads: default_io_threads(),
+            io_loops: 0,
             background_nice: 0,
             idle_compaction_ms: 200,
         }
@@ -115,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("table_target_bytes", &self.table_target_bytes)
             .field("compaction_policy", &self.compaction_policy)
             .field("io_threads", &self.io_threads)
+            .field("io_loops", &self.io_loops)
             .field("background_nice", &self.background_nice)
             .field("idle_compaction_ms", &self.idle_compaction_ms)
             .finish()
@@ -188,6 +193,12 @@ impl Config {
         }
         if self.io_threads > 256 {
             return bad("io_threads", "must be at most 256");
+        }
+        if self.io_loops > self.io_threads {
+            return bad(
+                "io_loops",
+                "must be at most io_threads (0: as many as help, the default)",
+            );
         }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
@@ -366,6 +377,13 @@ mod tests {
         assert_eq!(c.engine_config().idle_compaction_ms, 0);
         let e = Config::from_toml("idle_compaction_ms = -1\n").expect_err("bad");
         assert!(e.to_string().contains("idle_compaction_ms"), "{e}");
+        let c = Config::from_toml("io_threads = 4\nio_loops = 4\n").expect("config");
+        assert_eq!((c.io_threads, c.io_loops), (4, 4));
+        assert_eq!(Config::default().io_loops, 0, "adaptive by default");
+        let e = Config::from_toml("io_threads = 2\nio_loops = 3\n").expect_err("bad");
+        assert!(e.to_string().contains("field 'io_loops'"), "{e}");
+        let e = Config::from_toml("io_threads = 0\nio_loops = 1\n").expect_err("bad");
+        assert!(e.to_string().contains("field 'io_loops'"), "{e}");
     }
 
     #[test]

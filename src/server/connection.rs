@@ -4,7 +4,9 @@
 //! other command that follows waits for that group first, so a client always reads its own
 //! writes. Replies are encoded once per batch and written with one flush.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,9 +15,12 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::commands::{self, e_arity, e_unknown, DataCtx, EngineReader, Handler, Job, WriteFn};
+use super::io::Seat;
 use super::resp::{Limits, Reply, RequestParser};
 use super::{ClientInfo, Shared};
 use crate::engine::{Engine, Op, View};
@@ -66,10 +71,28 @@ pub struct Conn {
     /// The last command's name, copied into the shared [`ClientInfo`] (with the activity
     /// time) once per batch and before commands that read it, not once per command.
     last_cmd: &'static str,
+    /// Where in the IO pool this connection belongs.
+    seat: Option<Seat>,
+    /// Dropped with the connection: shutdown waits for every clone.
+    _done: mpsc::Sender<()>,
 }
 
-/// Serves one client until it disconnects, errs, or the server shuts down.
-pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
+/// Why [`Conn::serve`] returned.
+enum Exit {
+    Closed,
+    /// Continue on this loop (between two requests, nothing buffered).
+    Move(Handle),
+}
+
+/// Serves one client until it disconnects, errs, or the server shuts down. `seat` places it
+/// on one of the pool's loops (none: it runs where it is); `done` is dropped when it ends.
+pub async fn handle(
+    shared: Arc<Shared>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    seat: Option<Seat>,
+    done: mpsc::Sender<()>,
+) {
     let id = shared.next_client_id();
     let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let info = Arc::new(Mutex::new(ClientInfo {
@@ -85,9 +108,10 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
         multi: None,
         lib_name: None,
         lib_ver: None,
+        io_thread: 0,
     }));
     shared.clients.lock().insert(id, info.clone());
-    let mut conn = Conn {
+    let conn = Conn {
         shared: shared.clone(),
         info,
         id,
@@ -105,19 +129,49 @@ pub async fn handle(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) 
         max_bulk: shared.cfg.read().max_bulk_bytes,
         batch_cmds: 0,
         last_cmd: "NULL",
+        seat,
+        _done: done,
     };
-    if let Err(e) = conn.serve(&mut sock).await {
-        debug!(client = id, "connection ended: {e}");
+    run(Box::new(conn), sock).await
+}
+
+/// Serves `conn` on this loop until it ends or moves to another loop, where it goes on.
+fn run(mut conn: Box<Conn>, mut sock: TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match conn.serve(&mut sock).await {
+            Ok(Exit::Closed) => {}
+            Err(e) => debug!(client = conn.id, "connection ended: {e}"),
+            // The socket leaves this loop's reactor and joins the other's.
+            Ok(Exit::Move(to)) => match sock.into_std() {
+                Ok(sock) => {
+                    to.spawn(async move {
+                        match TcpStream::from_std(sock) {
+                            Ok(sock) => run(conn, sock).await,
+                            Err(e) => debug!(client = conn.id, "cannot move the connection: {e}"),
+                        }
+                    });
+                }
+                Err(e) => debug!(client = conn.id, "cannot move the connection: {e}"),
+            },
+        }
+    })
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.publish_batch();
+        self.shared.clients.lock().remove(&self.id);
     }
-    conn.publish_batch();
-    shared.clients.lock().remove(&id);
 }
 
 impl Conn {
-    async fn serve(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+    async fn serve(&mut self, sock: &mut TcpStream) -> std::io::Result<Exit> {
         let mut shutdown = self.shared.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
-            return Ok(());
+            return Ok(Exit::Closed);
+        }
+        if let Some(i) = super::io::current_loop() {
+            self.info.lock().io_thread = i;
         }
         // One shutdown waiter for the connection's life, not one registered and removed in
         // the watch channel's shared waiter list around every read.
@@ -131,16 +185,16 @@ impl Conn {
         let mut limits_gen = u64::MAX;
         loop {
             if self.shared.is_shutting_down() {
-                return Ok(());
+                return Ok(Exit::Closed);
             }
             // Read first: the stop future is then polled only when no input is ready.
             let n = tokio::select! {
                 biased;
                 r = sock.read_buf(&mut inbuf) => r?,
-                _ = &mut stop => return Ok(()),
+                _ = &mut stop => return Ok(Exit::Closed),
             };
             if n == 0 {
-                return Ok(());
+                return Ok(Exit::Closed);
             }
             self.shared
                 .stats
@@ -175,7 +229,7 @@ impl Conn {
                             // Redis' client-query-buffer-limit covers queued MULTI commands.
                             debug!(client = self.id, "query buffer limit reached, closing");
                             self.flush_writes().await;
-                            return Ok(());
+                            return Ok(Exit::Closed);
                         }
                         if self.ops.is_empty() {
                             self.encode_ready(&mut out);
@@ -185,7 +239,7 @@ impl Conn {
                             debug!(client = self.id, "output buffer limit reached, closing");
                             // Writes already parsed still happen, as they would in Redis.
                             self.flush_writes().await;
-                            return Ok(());
+                            return Ok(Exit::Closed);
                         }
                         if self.close {
                             break;
@@ -195,7 +249,7 @@ impl Conn {
                         if inbuf.len() + parser.buffered_bytes() > max_query {
                             // Redis' client-query-buffer-limit: drop the client silently.
                             debug!(client = self.id, "query buffer limit reached, closing");
-                            return Ok(());
+                            return Ok(Exit::Closed);
                         }
                         break;
                     }
@@ -223,7 +277,13 @@ impl Conn {
             }
             if self.close {
                 let _ = sock.shutdown().await;
-                return Ok(());
+                return Ok(Exit::Closed);
+            }
+            // Between two requests with nothing buffered: the moment to change loops.
+            if inbuf.is_empty() && parser.buffered_bytes() == 0 {
+                if let Some(to) = self.seat.as_ref().and_then(Seat::move_to) {
+                    return Ok(Exit::Move(to));
+                }
             }
         }
     }

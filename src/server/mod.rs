@@ -1,5 +1,6 @@
 //! The Redis face: listener, limits, graceful shutdown, and the state all connections share.
 
+pub mod adapt;
 pub mod auth;
 pub mod commands;
 pub mod connection;
@@ -49,6 +50,8 @@ pub struct ClientInfo {
     pub multi: Option<usize>,
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
+    /// The event loop serving it.
+    pub io_thread: usize,
 }
 
 impl ClientInfo {
@@ -60,7 +63,7 @@ impl ClientInfo {
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .unwrap_or_default();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} io-thread={}",
             self.id,
             self.addr,
             self.laddr,
@@ -72,8 +75,15 @@ impl ClientInfo {
             self.multi.map(|n| n as i64).unwrap_or(-1),
             self.last_cmd,
             self.proto,
+            lossy(&self.lib_name),
+            lossy(&self.lib_ver),
+            self.io_thread,
         )
     }
+}
+
+fn lossy(b: &Option<Bytes>) -> std::borrow::Cow<'_, str> {
+    b.as_deref().map_or("".into(), String::from_utf8_lossy)
 }
 
 /// SCAN cursors: a bounded, server-wide map from cursor number to the key to resume after,
@@ -140,6 +150,8 @@ pub struct Shared {
     pub bgsave_running: AtomicBool,
     pub run_id: String,
     pub port: u16,
+    /// The event loops, when connections run on a pool of more than one.
+    pub loops: OnceLock<Arc<io::Loops>>,
 }
 
 impl Shared {
@@ -165,6 +177,7 @@ impl Shared {
             bgsave_running: AtomicBool::new(false),
             run_id,
             port,
+            loops: OnceLock::new(),
         }
     }
 
@@ -294,11 +307,30 @@ async fn serve_inner(
     }
 
     // Connections run on their own event-loop threads (see io.rs); 0 threads: on this runtime.
-    let io_threads = shared.cfg.read().io_threads as usize;
+    let (io_threads, io_loops) = {
+        let c = shared.cfg.read();
+        (c.io_threads as usize, c.io_loops as usize)
+    };
     let pool = match io_threads {
         0 => None,
-        n => Some(io::IoPool::start(n).map_err(|e| format!("cannot start the IO threads: {e}"))?),
+        n => Some(
+            io::IoPool::start(n, io_loops.max(1))
+                .map_err(|e| format!("cannot start the IO threads: {e}"))?,
+        ),
     };
+    let tuner = pool.as_ref().filter(|p| p.loops().count() > 1).map(|p| {
+        let loops = p.loops().clone();
+        let _ = shared.loops.set(loops.clone());
+        let (s1, s2) = (shared.clone(), shared.clone());
+        tokio::spawn(io::tune(
+            loops,
+            move || s1.stats.commands_processed.load(Ordering::Relaxed),
+            move || match s2.cfg.read().io_loops {
+                0 => None,
+                n => Some(n as usize),
+            },
+        ))
+    });
 
     // Every connection holds a clone; when all are dropped, all connections have finished.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -332,6 +364,9 @@ async fn serve_inner(
 
     // Stop accepting, let connections finish their in-flight commands, then close the engine.
     drop(listener);
+    if let Some(t) = tuner {
+        t.abort();
+    }
     drop(done_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), done_rx.recv()).await;
     if let Some(pool) = pool {
@@ -379,10 +414,7 @@ fn accept_one(
     }
     let shared = shared.clone();
     let Some(pool) = pool else {
-        tokio::spawn(async move {
-            connection::handle(shared, sock, peer).await;
-            drop(done);
-        });
+        tokio::spawn(connection::handle(shared, sock, peer, None, done));
         return;
     };
     // The socket moves to the IO thread's reactor: deregistered here, registered there.
@@ -393,12 +425,12 @@ fn accept_one(
             return;
         }
     };
-    pool.pick().spawn(async move {
+    let (seat, handle) = pool.loops().seat();
+    handle.spawn(async move {
         match tokio::net::TcpStream::from_std(std_sock) {
-            Ok(sock) => connection::handle(shared, sock, peer).await,
+            Ok(sock) => connection::handle(shared, sock, peer, Some(seat), done).await,
             Err(e) => warn!("cannot register the connection on its IO thread: {e}"),
         }
-        drop(done);
     });
 }
 
@@ -444,7 +476,8 @@ mod tests {
         let s2 = shared.clone();
         tokio::spawn(async move {
             let (sock, peer) = listener.accept().await.expect("accept");
-            connection::handle(s2, sock, peer).await;
+            let (done, _) = mpsc::channel(1);
+            connection::handle(s2, sock, peer, None, done).await;
         });
         let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
         c.write_all(b"GET k\r\nAUTH t\r\nPING\r\nGET k\r\nINFO persistence\r\n")

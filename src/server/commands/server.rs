@@ -492,10 +492,15 @@ pub fn info(c: &mut Conn, a: &[Bytes]) -> Reply {
     }
     if want("stats") {
         let s = &sh.stats;
+        // Event loops in use now (of io_threads) and connections moved between them.
+        let (loops, moves) = match sh.loops.get() {
+            Some(l) => (l.active(), l.moves()),
+            None => (cfg.io_threads.min(1) as usize, 0),
+        };
         section(
             "Stats",
             format!(
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nwrite_groups:{}\r\n",
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nwrite_groups:{}\r\nio_threads_active:{loops}\r\nio_loop_moves:{moves}\r\n",
                 s.connections_received.load(Ordering::Relaxed),
                 s.commands_processed.load(Ordering::Relaxed),
                 s.rejected_connections.load(Ordering::Relaxed),
@@ -623,6 +628,8 @@ fn config_params(cfg: &Config) -> Vec<(&'static str, String)> {
             cfg.compaction_policy.as_str().to_string(),
         ),
         ("idle_compaction_ms", cfg.idle_compaction_ms.to_string()),
+        ("io_threads", cfg.io_threads.to_string()),
+        ("io_loops", cfg.io_loops.to_string()),
     ]
 }
 
@@ -674,6 +681,13 @@ pub fn config(c: &mut Conn, a: &[Bytes]) -> Reply {
                     "max_multibulk_len" => &mut cfg.max_multibulk_len,
                     "query_buffer_bytes" => &mut cfg.query_buffer_bytes,
                     "client_output_buffer_bytes" => &mut cfg.client_output_buffer_bytes,
+                    "io_loops" => {
+                        let Some(n) = num().filter(|&n| n <= u32::MAX as u64) else {
+                            return failed("argument couldn't be parsed into an integer");
+                        };
+                        cfg.io_loops = n as u32;
+                        continue;
+                    }
                     other => {
                         if config_params(&cfg).iter().any(|(n, _)| *n == other) {
                             return failed("can't set immutable config");
@@ -691,7 +705,12 @@ pub fn config(c: &mut Conn, a: &[Bytes]) -> Reply {
             if let Err(e) = cfg.validate() {
                 return Reply::err(format!("ERR CONFIG SET failed - {}", e.0));
             }
+            let loops = cfg.io_loops as usize;
             c.shared.set_config(cfg);
+            if let (Some(pool), 1..) = (c.shared.loops.get(), loops) {
+                // At once, so that the next request of each connection already moves it.
+                pool.set_active(loops);
+            }
             Reply::ok()
         }
         "resetstat" => {
