@@ -125,33 +125,46 @@ fn connections_move_between_loops_with_their_state() {
     let b: String = conns[4].get("b").unwrap();
     assert_eq!((a.as_str(), b.as_str()), ("1", "2"));
 
-    // Back to one loop, with a pipelined client writing while the others move.
-    let mut raw = s.raw_authed();
+    // Back to one loop while pipelined clients are in the middle of a request: three raw
+    // connections on the three loops (round robin), each stopped right after the header of
+    // a request when the server has answered everything before it. Two of them must move;
+    // a partly parsed request must not be lost by the move.
+    let mut raws: Vec<_> = (0..3).map(|_| s.raw_authed()).collect();
     let mut batch = Vec::new();
+    let mut cut = 0;
     for i in 0..2000 {
+        if i == 1000 {
+            cut = batch.len() + 4;
+        }
         batch.extend(resp(&[b"SET", format!("p{i}").as_bytes(), b"v"]));
     }
+    assert_eq!(&batch[cut - 4..cut], b"*3\r\n");
     batch.extend(resp(&[b"GET", b"p1999"]));
-    raw.send(&batch[..batch.len() / 2]);
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("io_loops")
         .arg(1)
         .query(&mut conns[5])
         .unwrap();
-    raw.send(&batch[batch.len() / 2..]);
-    let out = raw.read_replies(2001);
-    assert_eq!(count_replies(&out), 2001);
-    let want: Vec<u8> = b"+OK\r\n"
-        .repeat(2000)
-        .into_iter()
-        .chain(b"$1\r\nv\r\n".iter().copied())
-        .collect();
-    assert_eq!(out, want);
+    for raw in raws.iter_mut() {
+        raw.send(&batch[..cut]);
+        assert_eq!(raw.read_replies(1000), b"+OK\r\n".repeat(1000));
+        raw.send(&batch[cut..]);
+        let out = raw.read_replies(1001);
+        assert_eq!(count_replies(&out), 1001);
+        let want: Vec<u8> = b"+OK\r\n"
+            .repeat(1000)
+            .into_iter()
+            .chain(b"$1\r\nv\r\n".iter().copied())
+            .collect();
+        assert_eq!(out, want);
+    }
     settle(&mut conns);
-    assert_eq!(raw.roundtrip("PING\r\n"), b"+PONG\r\n");
-    assert_eq!(raw.roundtrip("PING\r\n"), b"+PONG\r\n");
-    assert_eq!(per_loop(&mut conns[0], 3), vec![7, 0, 0]);
+    for raw in raws.iter_mut() {
+        assert_eq!(raw.roundtrip("PING\r\n"), b"+PONG\r\n");
+        assert_eq!(raw.roundtrip("PING\r\n"), b"+PONG\r\n");
+    }
+    assert_eq!(per_loop(&mut conns[0], 3), vec![9, 0, 0]);
     assert_eq!(info_num(&mut conns[0], "io_threads_active"), 1);
 }
 

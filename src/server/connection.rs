@@ -280,7 +280,7 @@ impl Conn {
                 return Ok(Exit::Closed);
             }
             // Between two requests with nothing buffered: the moment to change loops.
-            if inbuf.is_empty() && parser.buffered_bytes() == 0 {
+            if inbuf.is_empty() && !parser.in_progress() {
                 if let Some(to) = self.seat.as_ref().and_then(Seat::move_to) {
                     return Ok(Exit::Move(to));
                 }
