@@ -262,6 +262,12 @@ mod tests {
             .collect()
     }
 
+    /// Saturated periods until the tuner settles on two loops (which serve 30% more).
+    fn saturate_where_two_loops_pay(t: &mut LoopTuner) {
+        run(t, 50, |_| 0.99, |a| if a == 2 { 650_000 } else { 500_000 });
+        assert_eq!(t.active(), 2);
+    }
+
     #[test]
     fn a_loop_that_keeps_up_stays_alone() {
         let mut t = LoopTuner::new(2);
@@ -340,13 +346,7 @@ mod tests {
     #[test]
     fn when_the_load_changes_fewer_loops_are_tried_and_kept() {
         let mut t = LoopTuner::new(2);
-        run(
-            &mut t,
-            50,
-            |_| 0.99,
-            |a| if a == 2 { 650_000 } else { 500_000 },
-        );
-        assert_eq!(t.active(), 2);
+        saturate_where_two_loops_pay(&mut t);
         // Same clients, now one loop serves them better (each of two loops is half busy,
         // which is not light enough to shrink on its own).
         let seen = run(
@@ -367,13 +367,7 @@ mod tests {
     #[test]
     fn a_light_load_goes_back_to_one_loop_without_a_trial() {
         let mut t = LoopTuner::new(2);
-        run(
-            &mut t,
-            50,
-            |_| 0.99,
-            |a| if a == 2 { 650_000 } else { 500_000 },
-        );
-        assert_eq!(t.active(), 2);
+        saturate_where_two_loops_pay(&mut t);
         let seen = run(&mut t, 100, |_| 0.1, |_| 1_000);
         assert_eq!(seen.last(), Some(&1), "{seen:?}");
         // Within LIGHT_TICKS unless a trial of one loop was under way.
