@@ -46,6 +46,14 @@ fn info_num(c: &mut Connection, name: &str) -> u64 {
         .unwrap()
 }
 
+fn set_loops(c: &mut Connection, n: impl redis::ToRedisArgs) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("io_loops")
+        .arg(n)
+        .query(c)
+}
+
 fn ping(c: &mut Connection) {
     let r: String = redis::cmd("PING").query(c).unwrap();
     assert_eq!(r, "PONG");
@@ -81,12 +89,7 @@ fn connections_move_between_loops_with_their_state() {
     let _: () = redis::cmd("SELECT").arg(5).query(&mut conns[3]).unwrap();
     let _: () = conns[3].set("in5", "yes").unwrap();
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("io_loops")
-        .arg(3)
-        .query(&mut conns[0])
-        .unwrap();
+    set_loops(&mut conns[0], 3).unwrap();
     assert_eq!(info_num(&mut conns[0], "io_threads_active"), 3);
     let got: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
@@ -140,12 +143,7 @@ fn connections_move_between_loops_with_their_state() {
     }
     assert_eq!(&batch[cut - 4..cut], b"*3\r\n");
     batch.extend(resp(&[b"GET", b"p1999"]));
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("io_loops")
-        .arg(1)
-        .query(&mut conns[5])
-        .unwrap();
+    set_loops(&mut conns[5], 1).unwrap();
     for raw in raws.iter_mut() {
         raw.send(&batch[..cut]);
         assert_eq!(raw.read_replies(1000), b"+OK\r\n".repeat(1000));
@@ -172,19 +170,9 @@ fn connections_move_between_loops_with_their_state() {
 fn io_loops_is_checked_against_io_threads() {
     let (_dir, s) = server(2, 0);
     let mut c = s.conn();
-    let e = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("io_loops")
-        .arg(3)
-        .query::<()>(&mut c)
-        .unwrap_err();
+    let e = set_loops(&mut c, 3).unwrap_err();
     assert!(e.to_string().contains("io_loops"), "{e}");
-    let e = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("io_loops")
-        .arg("many")
-        .query::<()>(&mut c)
-        .unwrap_err();
+    let e = set_loops(&mut c, "many").unwrap_err();
     assert!(e.to_string().contains("integer"), "{e}");
     let got: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")

@@ -57,17 +57,12 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// One CLIENT LIST line (without the trailing newline), in Redis' field order.
     pub fn line(&self) -> String {
-        let name = self
-            .name
-            .as_ref()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} io-thread={}",
             self.id,
             self.addr,
             self.laddr,
-            name,
+            lossy(&self.name),
             self.created.elapsed().as_secs(),
             self.last_active.elapsed().as_secs(),
             if self.multi.is_some() { "x" } else { "N" },
@@ -82,6 +77,7 @@ impl ClientInfo {
     }
 }
 
+/// A client-set name or library field as CLIENT LIST shows it (empty when unset).
 fn lossy(b: &Option<Bytes>) -> std::borrow::Cow<'_, str> {
     b.as_deref().map_or("".into(), String::from_utf8_lossy)
 }
