@@ -61,17 +61,9 @@ fn info_memory_reports_the_allocator_rss_and_engine_buffers() {
 /// A server with 64 KiB memtables (so a few hundred SETs make tables) and the given
 /// `idle_compaction_ms`, in a fresh directory that lives as long as the returned guard.
 fn small_memtable_server(idle_compaction_ms: u64) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("small.toml");
-    std::fs::write(
-        &cfg,
-        format!("memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = {idle_compaction_ms}\n"),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
-    (dir, s)
+    Server::start_with_config(&format!(
+        "memtable_bytes = 65536\nmax_immutables = 2\nidle_compaction_ms = {idle_compaction_ms}\n"
+    ))
 }
 
 #[test]

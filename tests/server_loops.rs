@@ -7,17 +7,9 @@ use redis::{Commands, Connection};
 use server_support::{count_replies, resp, Server};
 
 fn server(io_threads: u32, io_loops: u32) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("loops.toml");
-    std::fs::write(
-        &cfg,
-        format!("io_threads = {io_threads}\nio_loops = {io_loops}\n"),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
-    (dir, s)
+    Server::start_with_config(&format!(
+        "io_threads = {io_threads}\nio_loops = {io_loops}\n"
+    ))
 }
 
 /// Connections per event loop, from CLIENT LIST.

@@ -141,18 +141,12 @@ fn run(mut conn: Box<Conn>, mut sock: TcpStream) -> Pin<Box<dyn Future<Output = 
         match conn.serve(&mut sock).await {
             Ok(Exit::Closed) => {}
             Err(e) => debug!(client = conn.id, "connection ended: {e}"),
-            // The socket leaves this loop's reactor and joins the other's.
-            Ok(Exit::Move(to)) => match sock.into_std() {
-                Ok(sock) => {
-                    to.spawn(async move {
-                        match TcpStream::from_std(sock) {
-                            Ok(sock) => run(conn, sock).await,
-                            Err(e) => debug!(client = conn.id, "cannot move the connection: {e}"),
-                        }
-                    });
+            Ok(Exit::Move(to)) => {
+                let id = conn.id;
+                if let Err(e) = super::io::hand_over(sock, &to, move |sock| run(conn, sock)) {
+                    debug!(client = id, "cannot move the connection: {e}");
                 }
-                Err(e) => debug!(client = conn.id, "cannot move the connection: {e}"),
-            },
+            }
         }
     })
 }

@@ -271,6 +271,24 @@ pub fn current_loop() -> Option<usize> {
     Some(LOOP_INDEX.with(Cell::get)).filter(|&i| i != usize::MAX)
 }
 
+/// Moves `sock` onto the loop behind `to` (off this reactor, registered with that one) and
+/// runs `then` with it there. Fails only if the socket cannot leave this reactor; if the other
+/// loop cannot register it, `then` is dropped (closing what it holds) and that is logged.
+pub fn hand_over<F, Fut>(sock: tokio::net::TcpStream, to: &Handle, then: F) -> std::io::Result<()>
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let sock = sock.into_std()?;
+    to.spawn(async move {
+        match tokio::net::TcpStream::from_std(sock) {
+            Ok(sock) => then(sock).await,
+            Err(e) => tracing::warn!("cannot register a connection on its IO thread: {e}"),
+        }
+    });
+    Ok(())
+}
+
 /// How often the loop count is reconsidered.
 pub const TUNE_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
 

@@ -413,21 +413,13 @@ fn accept_one(
         tokio::spawn(connection::handle(shared, sock, peer, None, done));
         return;
     };
-    // The socket moves to the IO thread's reactor: deregistered here, registered there.
-    let std_sock = match sock.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot hand the connection to an IO thread: {e}");
-            return;
-        }
-    };
     let (seat, handle) = pool.loops().seat();
-    handle.spawn(async move {
-        match tokio::net::TcpStream::from_std(std_sock) {
-            Ok(sock) => connection::handle(shared, sock, peer, Some(seat), done).await,
-            Err(e) => warn!("cannot register the connection on its IO thread: {e}"),
-        }
+    let moved = io::hand_over(sock, handle, move |sock| {
+        connection::handle(shared, sock, peer, Some(seat), done)
     });
+    if let Err(e) = moved {
+        warn!("cannot hand the connection to an IO thread: {e}");
+    }
 }
 
 async fn wait_for_signal() -> &'static str {

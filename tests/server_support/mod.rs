@@ -32,6 +32,18 @@ impl Server {
         s
     }
 
+    /// A server in a fresh directory configured by `toml` (a config file written beside its
+    /// data directory); both live as long as the returned guard.
+    pub fn start_with_config(toml: &str) -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("server.toml");
+        std::fs::write(&cfg, toml).expect("write the config file");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("create the data directory");
+        let s = Server::start_in(&data, &["--config", cfg.to_str().expect("utf-8 path")]);
+        (dir, s)
+    }
+
     /// A server on `dir` (reused across restarts), with extra CLI args.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         for _ in 0..5 {
